@@ -1,0 +1,1 @@
+"""Holdfast desktop agent: actions, screen capture, executor, agent loop and recorder."""

@@ -1,0 +1,80 @@
+"""The `holdfast` command line: one subcommand per job, each defined next to the code it runs.
+
+Subcommand modules are imported only when their command runs, so `holdfast --help` stays fast
+and does not import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each entry: (command name, one-line help, "module:function" that adds the arguments and
+# returns the handler). Keeping the table here gives one place that lists every command.
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("run", "Drive the desktop with a model until it says done", "agent.run_command:add_arguments"),
+    ("replay", "Re-execute a recorded trajectory on the live desktop", "agent.replay_command:add_arguments"),
+    ("eval", "Score a policy on recorded trajectories offline", "eval.cli:add_arguments"),
+    ("bench", "Compare throughput and memory of hybrid and Transformer engines", "eval.bench_cli:add_arguments"),
+    ("practice", "Practice desktop: MiniWoB++ tasks in Chromium on Xvfb", "tools.practice_cli:add_arguments"),
+    ("train", "Behavioural cloning from recorded trajectories", "tools.train_cli:add_arguments"),
+    ("model", "Inspect presets and checkpoints, time one agent step", "model.cli:add_arguments"),
+)
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="holdfast",
+        description="Holdfast: a computer-use agent whose history lives in a recurrent state.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Only the chosen command's module is imported; the others get a stub parser for --help.
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    for name, help_text, target in COMMANDS:
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name != chosen:
+            continue
+        module_name, function_name = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            sub.set_defaults(handler=_not_available(name))
+            continue
+        sub.set_defaults(handler=getattr(module, function_name)(sub))
+    return parser
+
+
+def _not_available(name: str):
+    def handler(args: argparse.Namespace) -> int:
+        print(f"holdfast {name}: this command is not part of this build yet", file=sys.stderr)
+        return 2
+
+    return handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+
+    import logging
+
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+    )
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

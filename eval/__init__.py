@@ -1,0 +1,1 @@
+"""Offline replay evaluation, live evaluation and throughput benchmarks."""

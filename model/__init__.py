@@ -1,0 +1,1 @@
+"""Holdfast models: the hybrid Mamba-2 + attention VLM, its Transformer twin, sessions and checkpoints."""

@@ -1,0 +1,1 @@
+"""Practice desktop, demonstration recording, training and data conversion."""

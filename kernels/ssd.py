@@ -1,0 +1,188 @@
+"""Mamba-2 selective scan: the chunked whole-sequence form (state space duality), the one-token
+state update, and a sequential reference that both are tested against.
+
+Notation follows the Mamba-2 paper: B batch, L length, H heads, P head dim, G groups, N state size.
+The recurrence every function computes, per head:
+
+    h_t = exp(dt_t * A) * h_{t-1} + dt_t * x_t B_t^T        (h: P x N)
+    y_t = h_t C_t + D * x_t
+
+`dt` arrives already discretised (softplus and bias applied by the mixer), so the kernels only see
+the recurrence. Heads are split evenly over groups: head i reads B and C of group i // (H / G).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _check_scan_shapes(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[int, ...]:
+    if x.dim() != 4:
+        raise ValueError(f"x must be (batch, length, heads, head_dim), got shape {tuple(x.shape)}")
+    batch, length, heads, head_dim = x.shape
+    if dt.shape != (batch, length, heads):
+        raise ValueError(f"dt must be {(batch, length, heads)} to match x, got {tuple(dt.shape)}")
+    if A.shape != (heads,):
+        raise ValueError(f"A must be ({heads},), one value per head, got {tuple(A.shape)}")
+    if B.dim() != 4 or B.shape[:2] != (batch, length) or B.shape != C.shape:
+        raise ValueError(
+            f"B and C must both be (batch={batch}, length={length}, groups, state), "
+            f"got B {tuple(B.shape)} and C {tuple(C.shape)}"
+        )
+    groups, state_size = B.shape[2], B.shape[3]
+    if heads % groups:
+        raise ValueError(f"heads ({heads}) must be a multiple of groups ({groups})")
+    return batch, length, heads, head_dim, groups, state_size
+
+
+def _heads_from_groups(t: Tensor, heads: int) -> Tensor:
+    """Expand (..., G, N) to (..., H, N) so that head i reads group i // (H / G)."""
+    groups = t.shape[-2]
+    if groups == heads:
+        return t
+    return t.repeat_interleave(heads // groups, dim=-2)
+
+
+def _segment_sum(x: Tensor) -> Tensor:
+    """Return S with S[..., i, j] = sum(x[..., j+1 : i+1]) for j <= i and -inf above the diagonal.
+
+    exp(S) is the decay from position j to position i inside one chunk. Summing a masked copy
+    (instead of subtracting two cumulative sums) keeps it exact for long chunks.
+    """
+    length = x.shape[-1]
+    x = x[..., None].expand(*x.shape, length)  # (..., L, L): x[..., k, j] = x_k
+    strictly_lower = torch.tril(torch.ones(length, length, dtype=torch.bool, device=x.device), -1)
+    x = x.masked_fill(~strictly_lower, 0)
+    segsum = torch.cumsum(x, dim=-2)
+    lower = torch.tril(torch.ones(length, length, dtype=torch.bool, device=x.device), 0)
+    return segsum.masked_fill(~lower, float("-inf"))
+
+
+def ssd_chunked(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    chunk_size: int,
+    D: Tensor | None = None,
+    initial_state: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Run the selective scan over a whole sequence in chunks and return (y, final_state).
+
+    Shapes: x (B, L, H, P), dt (B, L, H), A (H,), B and C (B, L, G, N), D (H,) or None,
+    initial_state (B, H, P, N) or None for zeros. Returns y (B, L, H, P) in x's dtype and
+    final_state (B, H, P, N) in float32, which continues the sequence exactly.
+
+    Inside a chunk the scan is a masked matrix product (quadratic in chunk_size); across chunks
+    only the (H, P, N) states are passed on, so the cost is linear in L.
+    """
+    batch, length, heads, head_dim, _, state_size = _check_scan_shapes(x, dt, A, B, C)
+    if initial_state is not None and initial_state.shape != (batch, heads, head_dim, state_size):
+        raise ValueError(
+            f"initial_state must be {(batch, heads, head_dim, state_size)}, got {tuple(initial_state.shape)}"
+        )
+    out_dtype = x.dtype
+    x, dt, B, C = x.float(), dt.float(), B.float(), C.float()
+    A = A.float()
+
+    # Zero-padding the tail is exact: dt = 0 means no decay and no input, so padded steps leave
+    # the state untouched and their outputs are cut off below.
+    pad = (-length) % chunk_size
+    if pad:
+        x = F.pad(x, (0, 0, 0, 0, 0, pad))
+        dt = F.pad(dt, (0, 0, 0, pad))
+        B = F.pad(B, (0, 0, 0, 0, 0, pad))
+        C = F.pad(C, (0, 0, 0, 0, 0, pad))
+    chunks = x.shape[1] // chunk_size
+    B = _heads_from_groups(B, heads)
+    C = _heads_from_groups(C, heads)
+
+    x_dt = (x * dt[..., None]).view(batch, chunks, chunk_size, heads, head_dim)  # (B, c, Q, H, P)
+    B = B.view(batch, chunks, chunk_size, heads, state_size)  # (B, c, Q, H, N)
+    C = C.view(batch, chunks, chunk_size, heads, state_size)
+    a_dt = (dt * A).view(batch, chunks, chunk_size, heads).permute(0, 3, 1, 2)  # (B, H, c, Q)
+    a_cumsum = torch.cumsum(a_dt, dim=-1)
+
+    # 1. Outputs from inputs in the same chunk: y = (C B^T * decay) x_dt.
+    decay_within = torch.exp(_segment_sum(a_dt))  # (B, H, c, Q, Q)
+    scores = torch.einsum("bclhn,bcshn->bhcls", C, B) * decay_within
+    y = torch.einsum("bhcls,bcshp->bclhp", scores, x_dt)
+
+    # 2. Each chunk's own contribution to the state at its end.
+    decay_to_end = torch.exp(a_cumsum[..., -1:] - a_cumsum)  # (B, H, c, Q)
+    chunk_states = torch.einsum("bclhn,bhcl,bclhp->bchpn", B, decay_to_end, x_dt)
+
+    # 3. Pass states across chunk boundaries (a scan over chunks, quadratic only in their count).
+    if initial_state is None:
+        initial_state = x.new_zeros(batch, heads, head_dim, state_size)
+    chunk_states = torch.cat([initial_state.float()[:, None], chunk_states], dim=1)  # (B, c+1, H, P, N)
+    decay_chunks = torch.exp(_segment_sum(F.pad(a_cumsum[..., -1], (1, 0))))  # (B, H, c+1, c+1)
+    states = torch.einsum("bhzc,bchpn->bzhpn", decay_chunks, chunk_states)
+    states_in, final_state = states[:, :-1], states[:, -1]
+
+    # 4. Outputs from the state each chunk starts with.
+    decay_from_start = torch.exp(a_cumsum)  # (B, H, c, Q)
+    y = y + torch.einsum("bclhn,bchpn,bhcl->bclhp", C, states_in, decay_from_start)
+
+    y = y.reshape(batch, chunks * chunk_size, heads, head_dim)[:, :length]
+    if D is not None:
+        y = y + x[:, :length] * D.float()[:, None]
+    return y.to(out_dtype), final_state
+
+
+def ssd_step(
+    state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Advance the scan by one token and return (y, new_state); the input state is not modified.
+
+    Shapes: state (B, H, P, N) float32, x (B, H, P), dt (B, H), A (H,), B and C (B, G, N),
+    D (H,) or None. Returns y (B, H, P) in x's dtype and the new state (B, H, P, N) float32.
+    """
+    if x.dim() != 3 or state.dim() != 4 or state.shape[:3] != x.shape:
+        raise ValueError(
+            f"x must be (batch, heads, head_dim) and state (batch, heads, head_dim, state); "
+            f"got x {tuple(x.shape)}, state {tuple(state.shape)}"
+        )
+    heads = x.shape[1]
+    if dt.shape != x.shape[:2] or B.shape != C.shape or B.shape[-1] != state.shape[-1]:
+        raise ValueError(
+            f"dt must be {tuple(x.shape[:2])} and B, C (batch, groups, {state.shape[-1]}); "
+            f"got dt {tuple(dt.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)}"
+        )
+    out_dtype = x.dtype
+    x, dt = x.float(), dt.float()
+    B = _heads_from_groups(B.float(), heads)  # (B, H, N)
+    C = _heads_from_groups(C.float(), heads)
+    decay = torch.exp(dt * A.float())  # (B, H)
+    new_state = state * decay[..., None, None] + (x * dt[..., None])[..., None] * B[:, :, None, :]
+    y = torch.einsum("bhpn,bhn->bhp", new_state, C)
+    if D is not None:
+        y = y + x * D.float()[:, None]
+    return y.to(out_dtype), new_state
+
+
+def ssd_reference(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    initial_state: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Run the recurrence one token at a time: slow, obviously correct, the oracle for tests."""
+    batch, length, heads, head_dim, _, state_size = _check_scan_shapes(x, dt, A, B, C)
+    state = (
+        x.new_zeros(batch, heads, head_dim, state_size, dtype=torch.float32)
+        if initial_state is None
+        else initial_state.float()
+    )
+    outputs = []
+    for t in range(length):
+        y, state = ssd_step(state, x[:, t], dt[:, t], A, B[:, t], C[:, t], D)
+        outputs.append(y)
+    y = torch.stack(outputs, dim=1) if outputs else x.new_zeros(x.shape)
+    return y, state

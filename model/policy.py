@@ -1,0 +1,89 @@
+"""The model as an agent policy: an episode streamed through one session (agent.policy.Policy)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from model.checkpoint import build_model
+from model.hybrid import HoldfastModel
+from model.session import Session
+from model.tokenizer import ByteTokenizer
+from model.vision import image_to_tensor
+
+logger = logging.getLogger(__name__)
+
+# Longest action text a model may generate; the longest compact actions (a typed sentence) fit
+# well inside, and a model that rambles is cut off and its text fails to parse.
+MAX_ACTION_TOKENS = 160
+
+# The trained practice agent shipped with the package; absent until one has been trained.
+SHIPPED_MODEL = Path(__file__).resolve().parent / "weights" / "practice"
+
+
+def default_model() -> str:
+    """The model `holdfast run` uses without --model: the shipped checkpoint when present."""
+    if (SHIPPED_MODEL / "config.json").is_file():
+        return str(SHIPPED_MODEL)
+    return "practice"
+
+
+class ModelPolicy:
+    """Feeds each instruction, screenshot and action once; the history stays in the session."""
+
+    def __init__(self, model: HoldfastModel, name: str | None = None, max_action_tokens: int = MAX_ACTION_TOKENS) -> None:
+        if model.config.vision is None:
+            raise ValueError(f"model {model.config.name!r} has no vision encoder, so it cannot read screenshots")
+        self.model = model
+        self.name = name or model.config.name
+        self.tokenizer = ByteTokenizer()
+        self.max_action_tokens = max_action_tokens
+        self.session: Session | None = None
+        self.last_latency_ms = 0.0
+
+    def _require_session(self) -> Session:
+        if self.session is None:
+            raise RuntimeError("call start(instruction) before feeding the episode")
+        return self.session
+
+    def start(self, instruction: str) -> None:
+        self.session = Session(self.model, tokenizer=self.tokenizer)
+        self.session.feed_tokens([self.tokenizer.instruction_id, *self.tokenizer.encode(instruction)])
+
+    def observe(self, screenshot: Image.Image) -> None:
+        session = self._require_session()
+        pixels = image_to_tensor(screenshot, self.model.config.vision)
+        tok = self.tokenizer
+        session.feed_image(pixels, prefix=[tok.step_id], suffix=[tok.action_start_id])
+
+    def predict(self, *, commit: bool = True) -> str:
+        session = self._require_session()
+        started = time.perf_counter()
+        mark = None if commit else session.checkpoint()
+        ids = session.generate(self.max_action_tokens, stop_id=self.tokenizer.action_end_id)[0]
+        if commit and (not ids or ids[-1] != self.tokenizer.action_end_id):
+            # Cut off before </action>: close the action so the next step starts cleanly.
+            session.feed_tokens([self.tokenizer.action_end_id])
+        if mark is not None:
+            session.rollback(mark)
+        self.last_latency_ms = (time.perf_counter() - started) * 1000
+        return self.tokenizer.decode(ids)
+
+    def feed_action(self, action_text: str) -> None:
+        session = self._require_session()
+        session.feed_tokens([*self.tokenizer.encode(action_text), self.tokenizer.action_end_id])
+
+    def state_bytes(self) -> int:
+        return 0 if self.session is None else self.session.state_bytes()
+
+
+def load_policy(path_or_preset: str | None = None, device: str = "cpu", seed: int = 0) -> ModelPolicy:
+    """A policy from a model folder or a preset name (random weights); None means the default model."""
+    path_or_preset = path_or_preset or default_model()
+    model = build_model(path_or_preset, device=device, seed=seed)
+    if not Path(path_or_preset).exists():
+        logger.warning("model %s has random weights: its actions are noise, useful only for tests and timing", path_or_preset)
+    return ModelPolicy(model, name=path_or_preset)

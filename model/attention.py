@@ -85,7 +85,7 @@ class KVCache:
 
     def checkpoint(self) -> tuple:
         # An unbounded cache never drops tokens, so its indices are enough to roll back. A
-        # windowed cache may evict or compact, so it keeps a copy of what it holds (at most W).
+        # windowed cache may evict or compact, so it keeps a copy of its tokens (at most W).
         if self.window is None:
             return (self.start, self.end, self.seen, None)
         held = self.tensors()
@@ -99,7 +99,7 @@ class KVCache:
             self.load(copy[0], copy[1], seen)
 
     def select(self, rows: list[int]) -> KVCache:
-        """A new cache holding the given batch rows (to split or regroup sessions)."""
+        """Return a new cache with the given batch rows (to split or regroup sessions)."""
         held = self.tensors()
         out = KVCache(len(rows), self.k.shape[1], self.k.shape[3], self.window, self.k.dtype, self.k.device)
         out.load(held["k"][rows].clone(), held["v"][rows].clone(), self.seen)
@@ -107,7 +107,7 @@ class KVCache:
 
 
 def rotary_tables(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
-    """cos and sin tables (L, head_dim) for the given absolute positions (half-split layout)."""
+    """Return cos and sin tables (L, head_dim) for the given absolute positions (half-split layout)."""
     inverse_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)
     angles = positions.float()[:, None] * inverse_freq[None, :]  # (L, head_dim / 2)
     angles = torch.cat([angles, angles], dim=-1)
@@ -122,7 +122,7 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 def attention_mask(query_positions: Tensor, key_positions: Tensor, window: int | None) -> Tensor:
-    """Boolean (Lq, Lk) mask, True where a query may attend: causal, and within the window."""
+    """Return a boolean (Lq, Lk) mask, True where a query may attend: causal, and within the window."""
     allowed = key_positions[None, :] <= query_positions[:, None]
     if window is not None:
         allowed &= key_positions[None, :] >= query_positions[:, None] - window

@@ -93,7 +93,7 @@ def config_from_nemotron_h(hf: dict, attention_window: int | None = None) -> Mod
     )
 
 
-def _read_config(folder: Path) -> tuple[ModelConfig, torch.dtype | None]:
+def read_config(folder: Path) -> tuple[ModelConfig, torch.dtype | None]:
     path = folder / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; a model folder needs config.json and {WEIGHTS_FILE}")
@@ -169,7 +169,7 @@ def load_model(folder: str | Path, device: str = "cpu", dtype: torch.dtype | Non
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: not a model folder (expected a directory with {CONFIG_FILE} and {WEIGHTS_FILE})")
-    config, stored_dtype = _read_config(folder)
+    config, stored_dtype = read_config(folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing; the folder has config.json but no weights")

@@ -26,7 +26,7 @@ class VisionConfig(BaseModel):
     heads: int = Field(gt=0)
     mlp_ratio: float = Field(4.0, gt=0)
     # Pixel shuffle folds each 2x2 patch neighbourhood into one token (ratio 0.5), as
-    # Nemotron-Nano-VL does, so the language model sees a quarter of the patches.
+    # Nemotron-Nano-VL does, so the language model gets one token per four patches.
     pixel_shuffle_ratio: float = 0.5
     projector_hidden: int = Field(gt=0, description="hidden size of the mlp1 projector")
     # Prefix tokens (class + registers) that the ViT carries and drops before the projector.
@@ -145,8 +145,8 @@ class ModelConfig(BaseModel):
         return "M" not in self.pattern
 
     def transformer_twin(self) -> ModelConfig:
-        """The baseline of matched widths and depth: every Mamba-2 layer becomes attention,
-        with rotary positions and the full growing context."""
+        """Return the baseline of matched widths and depth: every Mamba-2 layer becomes
+        attention, with rotary positions and the full growing context."""
         return self.model_copy(
             update={
                 "name": f"{self.name}-transformer",
@@ -158,6 +158,19 @@ class ModelConfig(BaseModel):
 
     def with_window(self, attention_window: int | None) -> ModelConfig:
         return self.model_copy(update={"attention_window": attention_window})
+
+    def state_bytes(self, tokens: int, dtype_bytes: int = 4) -> dict[str, int]:
+        """Per-session state after `tokens` tokens, in bytes: `ssm` and `conv` for the Mamba-2
+        layers, `kv` for the attention layers (bounded by the window). The SSM state is float32
+        whatever the model dtype, as Nemotron-H keeps it."""
+        mamba_layers = self.pattern.count("M")
+        attention_layers = self.pattern.count("*")
+        kept = tokens if self.attention_window is None else min(tokens, self.attention_window)
+        return {
+            "ssm": mamba_layers * self.mamba_heads * self.mamba_head_dim * self.ssm_state_size * 4,
+            "conv": mamba_layers * self.conv_dim * (self.conv_kernel - 1) * dtype_bytes,
+            "kv": attention_layers * 2 * self.kv_heads * self.head_dim * kept * dtype_bytes,
+        }
 
 
 def _tiny() -> ModelConfig:

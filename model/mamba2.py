@@ -1,8 +1,8 @@
 """The Mamba-2 mixer in the Nemotron-H layout (parameter names match transformers' NemotronH).
 
-in_proj splits into z (gate, d_inner), xBC (d_inner + 2 G N) and dt (H); a depthwise causal
-conv1d with SiLU runs over xBC; the selective scan turns x, dt, B, C into y; the output is
-out_proj(GatedRMSNorm(y, z)).
+in_proj splits into z (gate, d_inner), xBC (d_inner + 2 G N) and dt (H). A depthwise causal
+conv1d with SiLU runs over xBC. The selective scan turns x, dt, B and C into y, and the output
+is out_proj(GatedRMSNorm(y, z)).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from model.vision import image_to_tensor
 
 logger = logging.getLogger(__name__)
 
-# Longest action text a model may generate; the longest compact actions (a typed sentence) fit
-# well inside, and a model that rambles is cut off and its text fails to parse.
+# Maximum action length in tokens (bytes). A typed sentence fits well inside. A model that
+# rambles is cut off there, and its text then fails to parse.
 MAX_ACTION_TOKENS = 160
 
 # The trained practice agent shipped with the package; absent until one has been trained.
@@ -25,7 +25,7 @@ SHIPPED_MODEL = Path(__file__).resolve().parent / "weights" / "practice"
 
 
 def default_model() -> str:
-    """The model `holdfast run` uses without --model: the shipped checkpoint when present."""
+    """Return the model `holdfast run` uses without --model: the shipped checkpoint when present."""
     if (SHIPPED_MODEL / "config.json").is_file():
         return str(SHIPPED_MODEL)
     return "practice"
@@ -81,7 +81,7 @@ class ModelPolicy:
 
 
 def load_policy(path_or_preset: str | None = None, device: str = "cpu", seed: int = 0) -> ModelPolicy:
-    """A policy from a model folder or a preset name (random weights); None means the default model."""
+    """Load a policy from a model folder or a preset name (random weights); None means the default model."""
     path_or_preset = path_or_preset or default_model()
     model = build_model(path_or_preset, device=device, seed=seed)
     if not Path(path_or_preset).exists():

@@ -160,3 +160,11 @@ def test_policy_predict_without_commit_leaves_history():
     assert policy.state_bytes() == before
     policy.feed_action("click(0.500,0.500)")
     assert policy.session.tokens_seen > 0
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-transformer"])
+def test_config_state_bytes_matches_session(preset):
+    model = make_model(preset)
+    session = Session(model)
+    session.feed_tokens(token_ids(150)[0])
+    assert sum(model.config.state_bytes(150).values()) == session.state_bytes()

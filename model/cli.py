@@ -1,0 +1,53 @@
+"""`holdfast model info`: what a preset or checkpoint is made of, without running it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser):
+    sub = parser.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    info = sub.add_parser("info", help="print layer pattern, parameter counts and per-session state sizes")
+    info.add_argument("models", nargs="+", metavar="PRESET_OR_PATH", help="preset names or model folders")
+    info.add_argument("--steps", type=int, default=64, help="history length in agent steps for the state size (default 64)")
+    info.add_argument("--action-tokens", type=int, default=16, help="tokens per action for the state size (default 16)")
+    return run_info
+
+
+def _config_of(name: str):
+    from model.checkpoint import read_config
+    from model.config import get_preset
+
+    return read_config(Path(name))[0] if Path(name).exists() else get_preset(name)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from model.hybrid import HoldfastModel
+
+    table = Table(title=f"Models (state after {args.steps} steps)")
+    for column in ("model", "pattern", "language params", "vision params", "image tokens", "window", "state after"):
+        table.add_column(column)
+    for name in args.models:
+        config = _config_of(name)
+        with torch.device("meta"):
+            model = HoldfastModel(config)
+        image_tokens = config.vision.image_tokens if config.vision else 0
+        # One step: <step> <image> image tokens </image> <action> action </action>.
+        tokens = args.steps * (image_tokens + args.action_tokens + 4)
+        state = sum(config.state_bytes(tokens).values())
+        table.add_row(
+            name,
+            config.pattern,
+            f"{model.num_parameters('language') / 1e6:,.1f}M",
+            f"{model.num_parameters('vision') / 1e6:,.1f}M",
+            str(image_tokens),
+            str(config.attention_window),
+            f"{state / 2**20:,.1f} MiB",
+        )
+    Console().print(table)
+    return 0

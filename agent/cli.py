@@ -13,7 +13,7 @@ import sys
 # Each entry: (command name, one-line help, "module:function" that adds the arguments and
 # returns the handler). Keeping the table here gives one place that lists every command.
 COMMANDS: tuple[tuple[str, str, str], ...] = (
-    ("run", "Drive the desktop with a model until it says done", "agent.run_command:add_arguments"),
+    ("run", "Drive the desktop with a model until it returns done", "agent.run_command:add_arguments"),
     ("replay", "Re-execute a recorded trajectory on the live desktop", "agent.replay_command:add_arguments"),
     ("eval", "Score a policy on recorded trajectories offline", "eval.cli:add_arguments"),
     ("bench", "Compare throughput and memory of hybrid and Transformer engines", "eval.bench_cli:add_arguments"),

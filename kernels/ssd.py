@@ -13,6 +13,8 @@ the recurrence. Heads are split evenly over groups: head i reads B and C of grou
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -37,12 +39,11 @@ def _check_scan_shapes(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -
     return batch, length, heads, head_dim, groups, state_size
 
 
-def _heads_from_groups(t: Tensor, heads: int) -> Tensor:
-    """Expand (..., G, N) to (..., H, N) so that head i reads group i // (H / G)."""
-    groups = t.shape[-2]
-    if groups == heads:
-        return t
-    return t.repeat_interleave(heads // groups, dim=-2)
+@lru_cache(maxsize=8)
+def _tril_masks(length: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Return the strictly lower and the lower triangular boolean masks of size (L, L)."""
+    ones = torch.ones(length, length, dtype=torch.bool, device=device)
+    return torch.tril(ones, -1), torch.tril(ones, 0)
 
 
 def _segment_sum(x: Tensor) -> Tensor:
@@ -52,11 +53,10 @@ def _segment_sum(x: Tensor) -> Tensor:
     (instead of subtracting two cumulative sums) keeps it exact for long chunks.
     """
     length = x.shape[-1]
+    strictly_lower, lower = _tril_masks(length, x.device)
     x = x[..., None].expand(*x.shape, length)  # (..., L, L): x[..., k, j] = x_k
-    strictly_lower = torch.tril(torch.ones(length, length, dtype=torch.bool, device=x.device), -1)
     x = x.masked_fill(~strictly_lower, 0)
     segsum = torch.cumsum(x, dim=-2)
-    lower = torch.tril(torch.ones(length, length, dtype=torch.bool, device=x.device), 0)
     return segsum.masked_fill(~lower, float("-inf"))
 
 
@@ -97,35 +97,37 @@ def ssd_chunked(
         B = F.pad(B, (0, 0, 0, 0, 0, pad))
         C = F.pad(C, (0, 0, 0, 0, 0, pad))
     chunks = x.shape[1] // chunk_size
-    B = _heads_from_groups(B, heads)
-    C = _heads_from_groups(C, heads)
-
-    x_dt = (x * dt[..., None]).view(batch, chunks, chunk_size, heads, head_dim)  # (B, c, Q, H, P)
-    B = B.view(batch, chunks, chunk_size, heads, state_size)  # (B, c, Q, H, N)
-    C = C.view(batch, chunks, chunk_size, heads, state_size)
-    a_dt = (dt * A).view(batch, chunks, chunk_size, heads).permute(0, 3, 1, 2)  # (B, H, c, Q)
+    groups = B.shape[2]
+    per_group = heads // groups
+    # Heads are split as (G, R): head g * R + r reads group g, so C B^T is computed once per
+    # group instead of once per head.
+    x_dt = (x * dt[..., None]).view(batch, chunks, chunk_size, groups, per_group, head_dim)  # (B, c, Q, G, R, P)
+    B = B.view(batch, chunks, chunk_size, groups, state_size)  # (B, c, Q, G, N)
+    C = C.view(batch, chunks, chunk_size, groups, state_size)
+    a_dt = (dt * A).view(batch, chunks, chunk_size, groups, per_group).permute(0, 3, 4, 1, 2)  # (B, G, R, c, Q)
     a_cumsum = torch.cumsum(a_dt, dim=-1)
 
     # 1. Outputs from inputs in the same chunk: y = (C B^T * decay) x_dt.
-    decay_within = torch.exp(_segment_sum(a_dt))  # (B, H, c, Q, Q)
-    scores = torch.einsum("bclhn,bcshn->bhcls", C, B) * decay_within
-    y = torch.einsum("bhcls,bcshp->bclhp", scores, x_dt)
+    decay_within = torch.exp(_segment_sum(a_dt))  # (B, G, R, c, Q, Q)
+    scores = torch.einsum("bclgn,bcsgn->bgcls", C, B)[:, :, None] * decay_within
+    y = torch.einsum("bgrcls,bcsgrp->bclgrp", scores, x_dt)
 
     # 2. Each chunk's own contribution to the state at its end.
-    decay_to_end = torch.exp(a_cumsum[..., -1:] - a_cumsum)  # (B, H, c, Q)
-    chunk_states = torch.einsum("bclhn,bhcl,bclhp->bchpn", B, decay_to_end, x_dt)
+    decay_to_end = torch.exp(a_cumsum[..., -1:] - a_cumsum)  # (B, G, R, c, Q)
+    chunk_states = torch.einsum("bclgn,bgrcl,bclgrp->bcgrpn", B, decay_to_end, x_dt)
 
     # 3. Pass states across chunk boundaries (a scan over chunks, quadratic only in their count).
     if initial_state is None:
         initial_state = x.new_zeros(batch, heads, head_dim, state_size)
-    chunk_states = torch.cat([initial_state.float()[:, None], chunk_states], dim=1)  # (B, c+1, H, P, N)
-    decay_chunks = torch.exp(_segment_sum(F.pad(a_cumsum[..., -1], (1, 0))))  # (B, H, c+1, c+1)
-    states = torch.einsum("bhzc,bchpn->bzhpn", decay_chunks, chunk_states)
-    states_in, final_state = states[:, :-1], states[:, -1]
+    initial = initial_state.float().view(batch, 1, groups, per_group, head_dim, state_size)
+    chunk_states = torch.cat([initial, chunk_states], dim=1)  # (B, c+1, G, R, P, N)
+    decay_chunks = torch.exp(_segment_sum(F.pad(a_cumsum[..., -1], (1, 0))))  # (B, G, R, c+1, c+1)
+    states = torch.einsum("bgrzc,bcgrpn->bzgrpn", decay_chunks, chunk_states)
+    states_in, final_state = states[:, :-1], states[:, -1].reshape(batch, heads, head_dim, state_size)
 
     # 4. Outputs from the state each chunk starts with.
-    decay_from_start = torch.exp(a_cumsum)  # (B, H, c, Q)
-    y = y + torch.einsum("bclhn,bchpn,bhcl->bclhp", C, states_in, decay_from_start)
+    decay_from_start = torch.exp(a_cumsum)  # (B, G, R, c, Q)
+    y = y + torch.einsum("bclgn,bcgrpn,bgrcl->bclgrp", C, states_in, decay_from_start)
 
     y = y.reshape(batch, chunks * chunk_size, heads, head_dim)[:, :length]
     if D is not None:
@@ -153,15 +155,20 @@ def ssd_step(
             f"got dt {tuple(dt.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)}"
         )
     out_dtype = x.dtype
+    batch, heads, head_dim = x.shape
+    groups, state_size = B.shape[1], B.shape[2]
+    if heads % groups:
+        raise ValueError(f"heads ({heads}) must be a multiple of groups ({groups})")
+    per_group = heads // groups
     x, dt = x.float(), dt.float()
-    B = _heads_from_groups(B.float(), heads)  # (B, H, N)
-    C = _heads_from_groups(C.float(), heads)
     decay = torch.exp(dt * A.float())  # (B, H)
-    new_state = state * decay[..., None, None] + (x * dt[..., None])[..., None] * B[:, :, None, :]
-    y = torch.einsum("bhpn,bhn->bhp", new_state, C)
+    x_dt = (x * dt[..., None]).view(batch, groups, per_group, head_dim, 1)
+    grouped_state = state.view(batch, groups, per_group, head_dim, state_size)
+    new_state = grouped_state * decay.view(batch, groups, per_group, 1, 1) + x_dt * B.float()[:, :, None, None, :]
+    y = torch.einsum("bgrpn,bgn->bgrp", new_state, C.float()).reshape(batch, heads, head_dim)
     if D is not None:
         y = y + x * D.float()[:, None]
-    return y.to(out_dtype), new_state
+    return y.to(out_dtype), new_state.view(batch, heads, head_dim, state_size)
 
 
 def ssd_reference(

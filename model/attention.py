@@ -8,6 +8,8 @@ token-by-token decoding and any split in between compute the same function.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -106,10 +108,15 @@ class KVCache:
         return out
 
 
-def rotary_tables(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
-    """Return cos and sin tables (L, head_dim) for the given absolute positions (half-split layout)."""
-    inverse_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)
-    angles = positions.float()[:, None] * inverse_freq[None, :]  # (L, head_dim / 2)
+@lru_cache(maxsize=16)
+def rotary_tables(first: int, length: int, head_dim: int, theta: float, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Return cos and sin tables (L, head_dim) for positions first .. first + length - 1.
+
+    Cached because every attention layer of one forward pass asks for the same tables.
+    """
+    positions = torch.arange(first, first + length, dtype=torch.float32, device=device)
+    inverse_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)
+    angles = positions[:, None] * inverse_freq[None, :]  # (L, head_dim / 2)
     angles = torch.cat([angles, angles], dim=-1)
     return angles.cos(), angles.sin()
 
@@ -121,8 +128,15 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return (x * cos.to(x.dtype) + rotated * sin.to(x.dtype))
 
 
-def attention_mask(query_positions: Tensor, key_positions: Tensor, window: int | None) -> Tensor:
-    """Return a boolean (Lq, Lk) mask, True where a query may attend: causal, and within the window."""
+@lru_cache(maxsize=16)
+def attention_mask(first_query: int, queries: int, first_key: int, keys: int, window: int | None, device: torch.device) -> Tensor:
+    """Return a boolean (Lq, Lk) mask, True where a query may attend: causal, and within the window.
+
+    Positions are absolute. The result is cached because every attention layer of one forward
+    pass builds the same mask.
+    """
+    query_positions = torch.arange(first_query, first_query + queries, device=device)
+    key_positions = torch.arange(first_key, first_key + keys, device=device)
     allowed = key_positions[None, :] <= query_positions[:, None]
     if window is not None:
         allowed &= key_positions[None, :] >= query_positions[:, None] - window
@@ -149,22 +163,20 @@ class Attention(nn.Module):
         v = self.v_proj(hidden).view(batch, length, config.kv_heads, config.head_dim).transpose(1, 2)
 
         first_query = cache.seen if cache is not None else 0
-        query_positions = torch.arange(first_query, first_query + length, device=hidden.device)
         if config.rope:
-            cos, sin = rotary_tables(query_positions, config.head_dim, config.rope_theta)
+            cos, sin = rotary_tables(first_query, length, config.head_dim, config.rope_theta, hidden.device)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
         if cache is not None:
             k, v, first_key = cache.append(k, v)
         else:
             first_key = 0
-        key_positions = torch.arange(first_key, first_key + k.shape[2], device=hidden.device)
 
         # A single query that may see every key needs no mask, which keeps decoding on SDPA's
         # fastest path; everything else gets the explicit causal band.
         if length == 1 and (config.attention_window is None or k.shape[2] <= config.attention_window + 1):
             mask = None
         else:
-            mask = attention_mask(query_positions, key_positions, config.attention_window)
+            mask = attention_mask(first_query, length, first_key, k.shape[2], config.attention_window, hidden.device)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=config.kv_heads != config.attention_heads)
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))

@@ -1,0 +1,252 @@
+"""Behavioural cloning from recorded trajectories.
+
+Each episode is one sequence, laid out exactly as the streaming session feeds it:
+
+    <instruction> instruction bytes
+    per step: <step> <image> [image embeddings] </image> <action> action bytes </action>
+
+The loss is cross-entropy on the action bytes and </action> only. The forward pass runs without
+a session, which uses the same chunked scan and the same attention window band that inference
+uses, so the model trains on the function it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from agent.actions import format_action
+from agent.trajectory import TASK_FILE, TrajectoryError, load_trajectory
+from model.checkpoint import build_model, load_model, save_model
+from model.hybrid import HoldfastModel
+from model.tokenizer import ByteTokenizer
+from model.vision import image_to_tensor
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+TRAINER_STATE_FILE = "trainer_state.safetensors"
+TRAINER_INFO_FILE = "trainer_state.json"
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "practice"
+    steps: int = 2000
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    episodes_per_step: int = 4  # episodes whose gradients are summed into one optimiser step
+    seed: int = 0
+    save_every: int = 250
+    device: str = "cpu"
+    bf16: bool = False
+    # Pixel augmentation: a random shift of up to this many model pixels and a brightness and
+    # contrast jitter of up to this fraction. The shift is small next to a MiniWoB++ element
+    # (a 20-pixel button at the practice resolution), so the clicked point stays on target.
+    shift_pixels: int = 2
+    color_jitter: float = 0.1
+
+
+@dataclass
+class Episode:
+    """One demonstration, preprocessed for the model."""
+
+    source: str
+    instruction_ids: list[int]
+    pixels: Tensor  # (S, 3, H, W) float16, normalised
+    action_ids: list[list[int]] = field(default_factory=list)  # per step, bytes + </action>
+
+
+def find_trajectories(paths: list[str | Path]) -> list[Path]:
+    """Trajectory folders given directly or found below the given folders."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: not found; give trajectory folders or folders that contain them")
+        if (path / TASK_FILE).is_file():
+            found.append(path)
+        else:
+            found += sorted(p.parent for p in path.rglob(TASK_FILE))
+    if not found:
+        raise FileNotFoundError(f"no trajectories ({TASK_FILE}) under {', '.join(map(str, paths))}")
+    return found
+
+
+def load_episodes(paths: list[str | Path], model: HoldfastModel) -> tuple[list[Episode], list[str]]:
+    """Load and preprocess every trajectory; unreadable ones are reported and skipped."""
+    tokenizer = ByteTokenizer()
+    episodes, problems = [], []
+    for folder in find_trajectories(paths):
+        try:
+            trajectory = load_trajectory(folder)
+        except TrajectoryError as error:
+            problems.append(str(error))
+            continue
+        steps = [step for step in trajectory.steps if step.action is not None]
+        if not steps:
+            problems.append(f"{folder}: no step with a parsed action; skipped")
+            continue
+        pixels = torch.stack(
+            [image_to_tensor(trajectory.load_screenshot(step), model.config.vision) for step in steps]
+        ).half()
+        actions = [tokenizer.encode(format_action(step.action)) + [tokenizer.action_end_id] for step in steps]
+        instruction = [tokenizer.instruction_id, *tokenizer.encode(trajectory.task.instruction)]
+        episodes.append(Episode(str(folder), instruction, pixels, actions))
+    return episodes, problems
+
+
+def augment(pixels: Tensor, config: TrainConfig, generator: torch.Generator) -> Tensor:
+    """Shift each screenshot by a few pixels (zero fill) and jitter brightness and contrast."""
+    out = pixels.float()
+    if config.shift_pixels:
+        limit = config.shift_pixels
+        dy, dx = (int(v) for v in torch.randint(-limit, limit + 1, (2,), generator=generator))
+        out = torch.roll(out, shifts=(dy, dx), dims=(-2, -1))
+        if dy > 0:
+            out[..., :dy, :] = 0
+        elif dy < 0:
+            out[..., dy:, :] = 0
+        if dx > 0:
+            out[..., :dx] = 0
+        elif dx < 0:
+            out[..., dx:] = 0
+    if config.color_jitter:
+        scale = 1 + (torch.rand(1, generator=generator).item() * 2 - 1) * config.color_jitter
+        offset = (torch.rand(1, generator=generator).item() * 2 - 1) * config.color_jitter
+        out = out * scale + offset
+    return out
+
+
+def episode_loss(model: HoldfastModel, episode: Episode, pixels: Tensor) -> tuple[Tensor, int]:
+    """Return the mean cross-entropy over the episode's action tokens and their count."""
+    tok = ByteTokenizer()
+    device = model.device
+    images = model.encode_images(pixels.to(device))  # (S, T, D): one pass for every screenshot
+
+    def embed(ids: list[int]) -> Tensor:
+        return model.embed_tokens(torch.tensor(ids, device=device))
+
+    pieces, labels = [embed(episode.instruction_ids)], [IGNORE_INDEX] * len(episode.instruction_ids)
+    for index, action in enumerate(episode.action_ids):
+        pieces += [embed([tok.step_id, tok.image_start_id]), images[index], embed([tok.image_end_id, tok.action_start_id]), embed(action)]
+        labels += [IGNORE_INDEX] * (2 + images.shape[1] + 2) + action
+    inputs = torch.cat(pieces)[None]  # (1, L, D)
+    # Position t predicts token t + 1: shift the labels left by one.
+    targets = torch.tensor(labels[1:] + [IGNORE_INDEX], device=device)[None]
+    logits = model(inputs_embeds=inputs)
+    count = int((targets != IGNORE_INDEX).sum())
+    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
+    return loss, count
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _save_trainer_state(out: Path, optimizer: torch.optim.Optimizer, step: int, order_rng: random.Random,
+                        generator: torch.Generator, config: TrainConfig, history: list[dict]) -> None:
+    tensors: dict[str, Tensor] = {"torch_rng": generator.get_state()}
+    for index, state in optimizer.state_dict()["state"].items():
+        for name, value in state.items():
+            tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).detach().clone().contiguous().cpu()
+    save_file(tensors, str(out / (TRAINER_STATE_FILE + ".tmp")))
+    (out / (TRAINER_STATE_FILE + ".tmp")).replace(out / TRAINER_STATE_FILE)
+    info = {"step": step, "order_rng": order_rng.getstate(), "config": config.__dict__, "history": history}
+    (out / (TRAINER_INFO_FILE + ".tmp")).write_text(json.dumps(info))
+    (out / (TRAINER_INFO_FILE + ".tmp")).replace(out / TRAINER_INFO_FILE)
+
+
+def _load_trainer_state(out: Path, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> tuple[int, random.Random, list[dict]]:
+    info = json.loads((out / TRAINER_INFO_FILE).read_text())
+    tensors = load_file(str(out / TRAINER_STATE_FILE))
+    generator.set_state(tensors.pop("torch_rng"))
+    state_dict = optimizer.state_dict()
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        state_dict["state"].setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict(state_dict)
+    order_rng = random.Random()
+    version, internal, gauss = info["order_rng"]
+    order_rng.setstate((version, tuple(internal), gauss))
+    return info["step"], order_rng, info["history"]
+
+
+def train(data: list[str | Path], out: str | Path, config: TrainConfig, resume: bool = False, progress=None) -> dict:
+    """Train and return a summary; checkpoints go to `out` (model folder plus trainer state)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    resuming = resume and (out / TRAINER_INFO_FILE).is_file()
+    model = load_model(out, device=config.device) if resuming else build_model(config.preset, device=config.device, seed=config.seed)
+    model.train()
+    episodes, problems = load_episodes(data, model)
+    for problem in problems:
+        logger.warning("skipped: %s", problem)
+    if not episodes:
+        raise ValueError(f"no usable episodes in {', '.join(map(str, data))}")
+
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    order_rng = random.Random(config.seed)
+    history: list[dict] = []
+    step = 0
+    if resuming:
+        step, order_rng, history = _load_trainer_state(out, optimizer, generator)
+        logger.info("resuming from step %d in %s", step, out)
+
+    autocast = torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=config.bf16)
+    started = time.perf_counter()
+    tokens_done = 0
+    while step < config.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        optimizer.zero_grad(set_to_none=True)
+        batch = [episodes[order_rng.randrange(len(episodes))] for _ in range(config.episodes_per_step)]
+        total_loss, total_tokens = 0.0, 0
+        for episode in batch:
+            with autocast:
+                loss, count = episode_loss(model, episode, augment(episode.pixels, config, generator))
+            (loss / len(batch)).backward()
+            total_loss += loss.item() / len(batch)
+            total_tokens += count
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        step += 1
+        tokens_done += total_tokens
+        history.append({"step": step, "loss": round(total_loss, 5)})
+        if progress is not None:
+            progress(step, total_loss, tokens_done / max(1e-9, time.perf_counter() - started))
+        if step % config.save_every == 0 or step == config.steps:
+            save_model(model, out)
+            _save_trainer_state(out, optimizer, step, order_rng, generator, config, history)
+
+    elapsed = time.perf_counter() - started
+    return {
+        "steps": step,
+        "episodes": len(episodes),
+        "skipped": problems,
+        "final_loss": history[-1]["loss"] if history else None,
+        "first_loss": history[0]["loss"] if history else None,
+        "seconds": round(elapsed, 1),
+        "out": str(out),
+    }

@@ -1,0 +1,58 @@
+"""`holdfast train`: behavioural cloning from Holdfast trajectories."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser):
+    from tools.train import TrainConfig
+
+    defaults = TrainConfig()
+    parser.add_argument("data", nargs="+", metavar="DATA_DIR", help="trajectory folders, or folders that contain them")
+    parser.add_argument("--preset", default=defaults.preset, help="model preset to train from scratch (default practice; practice-transformer for the twin)")
+    parser.add_argument("--out", required=True, help="output model folder (config.json, model.safetensors, trainer state)")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help=f"optimiser steps (default {defaults.steps})")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help=f"peak learning rate (default {defaults.lr})")
+    parser.add_argument("--episodes-per-step", type=int, default=defaults.episodes_per_step, help="episodes per optimiser step")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed for weights, episode order and augmentation")
+    parser.add_argument("--save-every", type=int, default=defaults.save_every, help="checkpoint interval in steps")
+    parser.add_argument("--device", default=defaults.device, help="cpu or cuda")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
+    parser.add_argument("--no-augment", action="store_true", help="turn off pixel shift and colour jitter")
+    parser.add_argument("--resume", action="store_true", help="continue from the trainer state in --out")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return run
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from tools.train import TrainConfig, train
+
+    config = TrainConfig(
+        preset=args.preset, steps=args.steps, lr=args.lr, episodes_per_step=args.episodes_per_step,
+        seed=args.seed, save_every=args.save_every, device=args.device, bf16=args.bf16,
+    )
+    if args.no_augment:
+        config.shift_pixels, config.color_jitter = 0, 0.0
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.0f} action tok/s"),
+        TimeRemainingColumn(), console=console, disable=args.json,
+    ) as progress:
+        bar = progress.add_task("train", total=config.steps, loss=float("nan"), rate=0.0)
+
+        def report(step: int, loss: float, rate: float) -> None:
+            progress.update(bar, completed=step, loss=loss, rate=rate)
+
+        summary = train(args.data, args.out, config, resume=args.resume, progress=report)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        console.print(f"trained {summary['steps']} steps on {summary['episodes']} episodes in {summary['seconds']} s; "
+                      f"loss {summary['first_loss']} -> {summary['final_loss']}; model in {summary['out']}")
+    return 0

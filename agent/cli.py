@@ -66,12 +66,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import logging
 
+    from rich.console import Console
     from rich.logging import RichHandler
 
+    # Logs go to stderr so that commands with --json keep stdout for the JSON object alone.
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(message)s",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)],
     )
     return int(args.handler(args) or 0)
 

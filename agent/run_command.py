@@ -46,6 +46,15 @@ def add_arguments(parser: argparse.ArgumentParser):
     parser.add_argument(
         "--pause", type=float, default=DEFAULT_PAUSE_SECONDS, help="seconds pyautogui waits after each input call"
     )
+    parser.add_argument(
+        "--action-format", default=None, choices=["holdfast", "pyautogui", "json"],
+        help="action text format of the model (default: the folder's holdfast.json, else json for Nano-VL folders, "
+        "holdfast otherwise)",
+    )
+    parser.add_argument(
+        "--max-tiles", type=int, default=None, metavar="N",
+        help="at most N 512-pixel tiles per screenshot for Nano-VL models; fewer tiles, fewer tokens per step (default 12)",
+    )
     return handle
 
 
@@ -107,7 +116,9 @@ def handle(args: argparse.Namespace) -> int:
     reports: list[StepReport] = []
     with ScreenCapture(args.monitor) as screen:
         geometry = screen.geometry()
-        policy = load_policy(model_name, device=args.device)
+        policy = load_policy(
+            model_name, device=args.device, action_format=args.action_format, max_num_tiles=args.max_tiles
+        )
         executor = Executor(
             geometry, pause=args.pause, dry_run=args.dry_run, confirm=_confirm if args.confirm else None
         )

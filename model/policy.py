@@ -80,9 +80,26 @@ class ModelPolicy:
         return 0 if self.session is None else self.session.state_bytes()
 
 
-def load_policy(path_or_preset: str | None = None, device: str = "cpu", seed: int = 0) -> ModelPolicy:
-    """Load a policy from a model folder or a preset name (random weights); None means the default model."""
+def load_policy(
+    path_or_preset: str | None = None, device: str = "cpu", seed: int = 0,
+    action_format: str | None = None, max_num_tiles: int | None = None,
+):
+    """Load a policy from a model folder or a preset name (random weights); None means the default model.
+
+    A Nemotron-Nano-VL-v2 folder (Holotron-12B) loads as a `model.nano_vl.NanoVLPolicy`, which
+    takes `action_format` and `max_num_tiles`; other models write Holdfast's own action form.
+    """
     path_or_preset = path_or_preset or default_model()
+    if Path(path_or_preset).is_dir():
+        from model.nano_vl import check_architecture, is_nano_vl_folder, load_nano_vl_policy, read_folder_config
+
+        check_architecture(read_folder_config(path_or_preset), path_or_preset)
+        if is_nano_vl_folder(path_or_preset):
+            return load_nano_vl_policy(
+                path_or_preset, device=device, action_format=action_format, max_num_tiles=max_num_tiles
+            )
+    if action_format not in (None, "holdfast"):
+        raise ValueError(f"model {path_or_preset!r} writes actions in the 'holdfast' format only, not {action_format!r}")
     model = build_model(path_or_preset, device=device, seed=seed)
     if not Path(path_or_preset).exists():
         logger.warning("model %s has random weights: its actions are noise, useful only for tests and timing", path_or_preset)

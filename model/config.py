@@ -196,8 +196,9 @@ def _tiny() -> ModelConfig:
 
 
 def _practice() -> ModelConfig:
-    # NOTE: sized by arithmetic (about 5M parameters, 80 image tokens per screenshot), not yet
-    # by a measured two-hour training run on a 2-core CPU.
+    # Portrait input, because the practice desktop's screen is MiniWoB++'s 160x210 task area.
+    # NOTE: sized by arithmetic (about 6M language-model parameters, 80 image tokens per
+    # screenshot), not yet by a measured two-hour training run on a 2-core CPU.
     return ModelConfig(
         name="practice",
         pattern="M-M-M*-M-M-M*-M-",
@@ -214,7 +215,7 @@ def _practice() -> ModelConfig:
         attention_window=256,
         mlp_hidden=768,
         vision=VisionConfig(
-            image_height=128, image_width=160, patch_size=8, depth=4, width=192, heads=3, projector_hidden=512
+            image_height=160, image_width=128, patch_size=8, depth=4, width=192, heads=3, projector_hidden=512
         ),
     )
 

@@ -1,0 +1,171 @@
+"""The practice desktop end to end: a real Xvfb, a real Chromium, real X11 input.
+
+Input runs in subprocesses (the `holdfast` CLI and practice_probe.py) because pyautogui binds to
+the display of its first import, which in a full test session is the shared test Xvfb.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tools.practice_desktop import (
+    CHROMEDRIVER_BINARY,
+    CHROMIUM_BINARY,
+    desktop_processes,
+    read_state,
+    runtime_dir,
+    start_desktop,
+    stop_desktop,
+)
+
+pytestmark = pytest.mark.desktop
+
+PROBE = Path(__file__).with_name("practice_probe.py")
+SUBPROCESS_TIMEOUT_SECONDS = 180
+
+_missing = [name for name in ("Xvfb", CHROMIUM_BINARY, CHROMEDRIVER_BINARY) if shutil.which(name) is None]
+if _missing:
+    pytest.skip(
+        f"{', '.join(_missing)} not installed (Debian: apt-get install xvfb chromium chromium-driver)",
+        allow_module_level=True,
+    )
+
+
+def _main_browsers(pids: list[int]) -> list[int]:
+    """Return the Chromium browser processes (not its zygotes, renderers or helpers) among `pids`."""
+    browsers = []
+    for pid in pids:
+        try:
+            arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            continue
+        if Path(arguments[0].decode()).name == "chromium" and not any(a.startswith(b"--type=") for a in arguments):
+            browsers.append(pid)
+    return browsers
+
+
+@pytest.fixture(scope="module")
+def desktop(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("practice-runtime")
+    state, started = start_desktop(folder)
+    assert started
+    try:
+        yield folder, state
+    finally:
+        stop_desktop(folder)
+
+
+def _run(arguments: list[str]) -> subprocess.CompletedProcess:
+    environment = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "XAUTHORITY")}
+    return subprocess.run(
+        [sys.executable, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_SECONDS,
+        env=environment,
+        check=False,
+    )
+
+
+def test_start_twice_reuses_browser(desktop):
+    folder, state = desktop
+    again, started = start_desktop(folder)
+    assert not started
+    assert again == state
+    assert len(_main_browsers(desktop_processes(state))) == 1
+
+
+def test_expert_solves_click_button_and_enter_text(desktop, tmp_path):
+    folder, _ = desktop
+    out = tmp_path / "runs"
+    completed = _run(
+        ["-m", "agent.cli", "practice", "--runtime-dir", str(folder), "run", "click-button", "enter-text",
+         "--episodes", "3", "--seed", "1000000", "--out", str(out), "--json"]
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    # The summary is the last line: agent.cli's log handler also writes to stdout.
+    summary = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert summary["episodes"] == 6
+    for task in ("click-button", "enter-text"):
+        assert summary["per_task"][task]["success_rate"] == 1.0, summary["per_task"][task]
+        for seed in range(1_000_000, 1_000_003):
+            info = json.loads((out / task / f"seed-{seed}" / "task.json").read_text())
+            assert info["seed"] == seed
+            assert info["raw_reward"] > 0, info
+            assert info["reward"] > 0, info
+            steps = (out / task / f"seed-{seed}" / "steps.jsonl").read_text().splitlines()
+            assert len(steps) == (1 if task == "click-button" else 3)
+
+
+def test_wrong_clicks_read_non_positive_reward(desktop):
+    folder, state = desktop
+    completed = _run([str(PROBE), str(folder)])
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    # The report is the last line: python-xlib prints its Xauthority warning to stdout.
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+
+    # The mapping is measured: at scale s one CSS pixel is s screen pixels, with no offset.
+    mapping = report["mapping"]
+    assert mapping["scale_x"] == pytest.approx(state.scale, abs=0.01)
+    assert mapping["scale_y"] == pytest.approx(state.scale, abs=0.01)
+    assert mapping["offset_x"] == pytest.approx(0, abs=0.5)
+    assert mapping["offset_y"] == pytest.approx(0, abs=0.5)
+
+    empty = report["empty_click"]
+    assert not empty["after_click"]["done"], empty
+    assert empty["after_click"]["raw_reward"] == 0
+    assert empty["final"]["done"], "the short episode did not time out"
+    assert empty["final"]["raw_reward"] <= 0, empty
+
+    wrong = report["wrong_button"]
+    assert wrong["done"]
+    assert wrong["raw_reward"] < 0, wrong
+
+
+def test_record_rejects_evaluation_seeds(desktop, tmp_path):
+    folder, _ = desktop
+    completed = _run(
+        ["-m", "agent.cli", "practice", "--runtime-dir", str(folder), "record", "click-test",
+         "--episodes", "2", "--seed", "999999", "--out", str(tmp_path / "demos")]
+    )
+    assert completed.returncode == 2
+    assert "evaluation range" in completed.stdout + completed.stderr
+    assert not (tmp_path / "demos").exists()
+
+
+def test_stop_leaves_no_process(tmp_path):
+    folder = runtime_dir(tmp_path / "runtime")
+    state, started = start_desktop(folder)
+    assert started
+    assert len(_main_browsers(desktop_processes(state))) == 1
+    assert stop_desktop(folder)
+    assert desktop_processes(state) == []
+    assert read_state(folder) is None
+    assert not Path(state.user_data_dir).exists()
+    assert not stop_desktop(folder)
+
+
+def test_start_replaces_crashed_desktop(tmp_path):
+    folder = runtime_dir(tmp_path / "runtime")
+    crashed, _ = start_desktop(folder)
+    try:
+        os.kill(crashed.xvfb_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while crashed.xvfb_pid in desktop_processes(crashed) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        fresh, started = start_desktop(folder)
+        assert started
+        assert fresh.tag != crashed.tag
+        assert desktop_processes(crashed) == []
+        assert len(_main_browsers(desktop_processes(fresh))) == 1
+    finally:
+        stop_desktop(folder)

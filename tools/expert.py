@@ -159,7 +159,29 @@ PLANNERS: dict[str, Planner] = {
     "enter-password": _plan_enter_password,
     "login-user": _plan_login_user,
 }
-EXPERT_TASKS = tuple(PLANNERS)
+
+
+def _plan_remember_code(root: DOMElement, fields: dict[str, str], memory: dict[str, str]) -> list[PlanStep]:
+    """Plan the current page of remember-code (a Holdfast task): read the code while it is
+    shown, page on with Next, and type the remembered code into the final form."""
+    shown = _elements(root, id="code")
+    if shown:
+        memory["code"] = (shown[0].text or "").strip()
+    submit = _elements(root, id="subbtn")
+    if not submit:
+        return [("click", _one(root, "Next button", id="next"))]
+    if "code" not in memory:
+        raise ExpertError("remember-code: the form is shown but the code was never seen")
+    return [("click", _one(root, "code field", id="tt")), ("type", memory["code"]), ("click", submit[0])]
+
+
+# Tasks whose page changes after actions: the expert plans one page at a time, and `memory`
+# keeps what it read on earlier pages for the rest of the episode.
+PagedPlanner = Callable[[DOMElement, dict[str, str], dict[str, str]], list[PlanStep]]
+PAGED_PLANNERS: dict[str, PagedPlanner] = {
+    "remember-code": _plan_remember_code,
+}
+EXPERT_TASKS = tuple(PLANNERS) + tuple(PAGED_PLANNERS)
 
 
 class ExpertPolicy:
@@ -177,18 +199,20 @@ class ExpertPolicy:
         self.mapping = mapping
         self.geometry = geometry
         self._plan: list[Action] | None = None
+        self._memory: dict[str, str] = {}
 
     def start(self, instruction: str) -> None:
         task = self.env.task
-        if task not in PLANNERS:
+        if task not in EXPERT_TASKS:
             raise ExpertError(f"the expert has no script for task {task!r}; it knows {', '.join(EXPERT_TASKS)}")
         self._plan = None
+        self._memory = {}
 
     def observe(self, screenshot: Image.Image) -> None:
         """Ignore the screenshot: the expert reads the DOM."""
 
     def predict(self, *, commit: bool = True) -> str:
-        if self._plan is None:
+        if self._plan is None or (not self._plan and self.env.task in PAGED_PLANNERS):
             self._plan = self.plan()
         if not self._plan:
             return format_action(Done(status="failure"))
@@ -204,7 +228,10 @@ class ExpertPolicy:
         """Read the page and return the episode's actions."""
         task = self.env.task
         root = self.env.dom()
-        steps = PLANNERS[task](root, dict(self.env.fields))
+        if task in PAGED_PLANNERS:
+            steps = PAGED_PLANNERS[task](root, dict(self.env.fields), self._memory)
+        else:
+            steps = PLANNERS[task](root, dict(self.env.fields))
         actions: list[Action] = []
         for kind, target in steps:
             if kind == "type":

@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from miniwob.dom import DOMElement
 from miniwob.fields import Fields, get_field_extractor
-from miniwob.selenium_instance import SeleniumInstance
+from miniwob.selenium_instance import HTML_DIR, SeleniumInstance
 from PIL import Image
 
 from tools.practice_desktop import CHROMEDRIVER_BINARY, TASK_HEIGHT_CSS, TASK_WIDTH_CSS, DesktopState
@@ -128,11 +132,44 @@ def connect_browser(state: DesktopState) -> WebDriver:
     return driver
 
 
+# Tasks kept in this project, in MiniWoB++'s page format (one HTML file per task).
+PROJECT_TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+
+
+def project_task_names() -> tuple[str, ...]:
+    return tuple(sorted(path.stem for path in PROJECT_TASKS_DIR.glob("*.html")))
+
+
+def _project_task_base_url() -> str:
+    """Return the file:// folder URL that serves this project's task pages.
+
+    The pages load MiniWoB++'s scripts by relative paths (`../core/core.js`), so they are staged
+    in a folder next to links to the package's `core` and `common` folders.
+    """
+    root = Path(tempfile.gettempdir()) / f"holdfast-tasks-{os.getuid()}"
+    pages = root / "holdfast"
+    pages.mkdir(parents=True, exist_ok=True)
+    for name in ("core", "common"):
+        link = root / name
+        if not link.exists():
+            link.symlink_to(HTML_DIR / name, target_is_directory=True)
+    for page in PROJECT_TASKS_DIR.glob("*.html"):
+        shutil.copyfile(page, pages / page.name)
+    return pages.as_uri() + "/"
+
+
 class _AttachedInstance(SeleniumInstance):
     """The package's Selenium instance for one task, using a driver it did not start."""
 
     def __init__(self, task: str, driver: WebDriver) -> None:
-        super().__init__(index=0, subdomain=task, headless=False)
+        if task in project_task_names():
+            # Project tasks have no field extractor in the package; their instructions carry no fields.
+            super().__init__(
+                index=0, subdomain=task, headless=False, base_url=_project_task_base_url(),
+                field_extractor=lambda utterance: [],
+            )
+        else:
+            super().__init__(index=0, subdomain=task, headless=False)
         self.driver = driver
         # Screenshots come from the X display through mss, never from Selenium.
         self.record_screenshots = False

@@ -75,7 +75,19 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s",
         handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)],
     )
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as error:
+        # Bad input (an unknown preset, a missing or corrupt file, an invalid checkpoint) gets
+        # one line that names it; --verbose shows the traceback too.
+        if args.verbose:
+            raise
+        print(f"holdfast {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # Output piped into `head` and the like: the reader is gone, so stop quietly.
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

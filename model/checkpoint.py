@@ -187,6 +187,8 @@ def build_model(path_or_preset: str, device: str = "cpu", seed: int = 0, dtype: 
     if Path(path_or_preset).exists():
         return load_model(path_or_preset, device=device, dtype=dtype)
     if path_or_preset not in preset_names():
+        if "/" in path_or_preset or path_or_preset.startswith("."):
+            raise CheckpointError(f"{path_or_preset}: model folder not found; check the path")
         raise CheckpointError(
             f"{path_or_preset!r} is neither a model folder nor a preset; presets: {', '.join(preset_names())}"
         )

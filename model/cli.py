@@ -16,10 +16,20 @@ def add_arguments(parser: argparse.ArgumentParser):
 
 
 def _config_of(name: str):
-    from model.checkpoint import read_config
-    from model.config import get_preset
+    from model.checkpoint import CheckpointError, config_from_nemotron_h, read_config
+    from model.config import get_preset, preset_names
 
-    return read_config(Path(name))[0] if Path(name).exists() else get_preset(name)
+    path = Path(name)
+    if path.is_dir():
+        from model.nano_vl import is_nano_vl_folder, read_folder_config
+
+        if is_nano_vl_folder(path):
+            # NOTE: the language model only; the RADIO vision tower is not counted here.
+            return config_from_nemotron_h(read_folder_config(path)["llm_config"])
+        return read_config(path)[0]
+    if name not in preset_names():
+        raise CheckpointError(f"{name!r} is neither a model folder nor a preset; presets: {', '.join(preset_names())}")
+    return get_preset(name)
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -49,5 +59,6 @@ def run_info(args: argparse.Namespace) -> int:
             str(config.attention_window),
             f"{state / 2**20:,.1f} MiB",
         )
-    Console().print(table)
+    # Wide enough that preset names are never cut, also when the output is piped.
+    Console(width=max(120, Console().width)).print(table)
     return 0

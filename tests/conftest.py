@@ -9,6 +9,15 @@ from dataclasses import dataclass
 
 import pytest
 
+# One intra-op thread for torch in the tests and in the subprocesses they start. The tests share
+# two cores with Xvfb and Chromium, and torch's default of one thread per core then spends most
+# of its time waiting for a busy core (steps measured 12-30 times slower on a loaded machine).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 XVFB_SIZE = (1280, 800)
 XVFB_START_TIMEOUT_SECONDS = 20  # Xvfb normally reports its display number within a second
 

@@ -115,6 +115,18 @@ class HoldfastModel(nn.Module):
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, std=0.02)
 
+    def set_attention_window(self, attention_window: int | None) -> None:
+        """Change how many past tokens each attention layer keeps (sessions made afterwards).
+
+        The weights do not depend on the window, so a model trained with one window can run
+        with another, e.g. shorter than the distance a task needs, to test what the Mamba-2
+        state alone carries.
+        """
+        self.config = self.config.with_window(attention_window)
+        for module in self.modules():
+            if isinstance(module, (Attention, Mamba2Mixer)):
+                module.config = self.config
+
     @property
     def device(self) -> torch.device:
         return self.lm_head.weight.device

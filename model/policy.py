@@ -6,6 +6,8 @@ import logging
 import time
 from pathlib import Path
 
+import torch
+
 from PIL import Image
 
 from model.checkpoint import build_model
@@ -83,11 +85,14 @@ class ModelPolicy:
 def load_policy(
     path_or_preset: str | None = None, device: str = "cpu", seed: int = 0,
     action_format: str | None = None, max_num_tiles: int | None = None,
+    attention_window: int | None | str = "config",
 ):
     """Load a policy from a model folder or a preset name (random weights); None means the default model.
 
     A Nemotron-Nano-VL-v2 folder (Holotron-12B) loads as a `model.nano_vl.NanoVLPolicy`, which
     takes `action_format` and `max_num_tiles`; other models write Holdfast's own action form.
+    `attention_window` overrides the model's window (None keeps every token); the default
+    keeps the configured one.
     """
     path_or_preset = path_or_preset or default_model()
     if Path(path_or_preset).is_dir():
@@ -100,7 +105,11 @@ def load_policy(
             )
     if action_format not in (None, "holdfast"):
         raise ValueError(f"model {path_or_preset!r} writes actions in the 'holdfast' format only, not {action_format!r}")
-    model = build_model(path_or_preset, device=device, seed=seed)
+    # float32 whatever the stored dtype: the shipped checkpoint is stored in bfloat16 to stay
+    # small, and float32 keeps CPU inference numerically close to training.
+    model = build_model(path_or_preset, device=device, seed=seed, dtype=torch.float32)
+    if attention_window != "config":
+        model.set_attention_window(attention_window)
     if not Path(path_or_preset).exists():
         logger.warning("model %s has random weights: its actions are noise, useful only for tests and timing", path_or_preset)
     return ModelPolicy(model, name=path_or_preset)

@@ -52,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser):
             command.add_argument("--policy", choices=("expert", "model", "transformer"), default="expert", help="who acts")
             command.add_argument("--model", default=None, help="model folder or preset for --policy model/transformer")
             command.add_argument("--device", default="cpu", help="torch device for model policies")
+            command.add_argument(
+                "--attention-window", type=_window, default="config", metavar="N|none",
+                help="tokens each attention layer keeps, overriding the model's setting; none keeps all",
+            )
             command.set_defaults(practice_handler=_run, keep_failures=True)
     return _dispatch
 
@@ -110,7 +114,19 @@ def _make_policy_factory(args: argparse.Namespace, session):
         model = model or "practice-transformer"
         if model in preset_names() and not model.endswith("-transformer"):
             model = f"{model}-transformer"
-    return lambda: load_policy(model, device=args.device)
+    return lambda: load_policy(model, device=args.device, attention_window=args.attention_window)
+
+
+def _window(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid attention window {text!r}: give a positive number of tokens or none") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid attention window {value}: must be positive")
+    return value
 
 
 def _episodes(args: argparse.Namespace, purpose: str) -> int:

@@ -168,3 +168,16 @@ def test_config_state_bytes_matches_session(preset):
     session = Session(model)
     session.feed_tokens(token_ids(150)[0])
     assert sum(model.config.state_bytes(150).values()) == session.state_bytes()
+
+
+def test_set_attention_window_bounds_new_sessions():
+    model = make_model("tiny", window=None)
+    unbounded = Session(model)
+    unbounded.feed_tokens(token_ids(100)[0])
+
+    model.set_attention_window(8)
+    bounded = Session(model)
+    bounded.feed_tokens(token_ids(100)[0])
+
+    assert bounded.state_bytes() < unbounded.state_bytes()
+    assert sum(model.config.state_bytes(100).values()) == bounded.state_bytes()

@@ -84,6 +84,20 @@ def ssd_chunked(
         raise ValueError(
             f"initial_state must be {(batch, heads, head_dim, state_size)}, got {tuple(initial_state.shape)}"
         )
+    # The chunk size changes only how the work is grouped, not the result, so a sequence shorter
+    # than one chunk runs as a single chunk of its own length instead of being padded.
+    chunk_size = max(1, min(chunk_size, length))
+    tail = length % chunk_size
+    if tail and length > chunk_size:
+        # Run the whole chunks, then the tail as one short chunk that continues from their final
+        # state: exact, and cheaper than padding the tail to a full chunk.
+        whole = length - tail
+        y_head, state = ssd_chunked(
+            x[:, :whole], dt[:, :whole], A, B[:, :whole], C[:, :whole], chunk_size, D, initial_state
+        )
+        y_tail, state = ssd_chunked(x[:, whole:], dt[:, whole:], A, B[:, whole:], C[:, whole:], tail, D, state)
+        return torch.cat([y_head, y_tail], dim=1), state
+
     out_dtype = x.dtype
     x, dt, B, C = x.float(), dt.float(), B.float(), C.float()
     A = A.float()

@@ -117,9 +117,10 @@ def _make_policy_factory(args: argparse.Namespace, session):
     return lambda: load_policy(model, device=args.device, attention_window=args.attention_window)
 
 
-def _window(text: str) -> int | None:
-    if text.lower() == "none":
-        return None
+def _window(text: str) -> int | None | str:
+    # argparse also passes the default through here: "config" keeps the model's own window.
+    if text.lower() in ("none", "config"):
+        return None if text.lower() == "none" else "config"
     try:
         value = int(text)
     except ValueError:

@@ -89,6 +89,16 @@ def run(args: argparse.Namespace) -> int:
     episodes, load_errors = load_episodes(args.paths)
     for error in load_errors:
         results.add_error(error)
+    if args.policy == "predictions":
+        # A trajectory id that matches no loaded trajectory is almost always a typo, and its
+        # predictions would otherwise be ignored without a word.
+        known = {episode.trajectory_id for episode in episodes}
+        unmatched = sorted({trajectory for trajectory, _ in policy.predictions} - known)
+        if unmatched:
+            logger.warning(
+                "%d trajectory ids in %s match no loaded trajectory: %s",
+                len(unmatched), args.predictions, ", ".join(unmatched[:5]),
+            )
     pending = [episode for episode in episodes if not results.is_finished(episode.trajectory_id)]
     if len(pending) < len(episodes):
         console.print(f"resuming: {len(episodes) - len(pending)} finished trajectories skipped")

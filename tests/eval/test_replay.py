@@ -308,3 +308,15 @@ def test_tiny_model_run_completes(sample_dir, tmp_path, capsys, policy):
     expected_model = "tiny" if policy == "model" else "tiny-transformer"
     assert results["configuration"]["model"] == expected_model
     assert summary["state_bytes"]["max"] > 0
+
+
+def test_unmatched_prediction_ids_are_warned(tmp_path, caplog, sample_dir):
+    import json
+
+    from agent.cli import main
+
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text(json.dumps({"trajectory_id": "s_typo", "step": 1, "action": "click(0.5,0.5)"}) + "\n")
+    with caplog.at_level("WARNING"):
+        main(["eval", str(sample_dir), "--policy", "predictions", "--predictions", str(predictions), "--json"])
+    assert any("match no loaded trajectory: s_typo" in record.getMessage() for record in caplog.records)

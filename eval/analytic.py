@@ -81,7 +81,7 @@ def vision_parameters(vision: VisionConfig | None, hidden_size: int) -> int:
         return 0
     width = vision.width
     mlp_hidden = int(width * vision.mlp_ratio)
-    patches = vision.grid_height * vision.grid_width
+    patches = vision.position_grid**2 if vision.position_grid else vision.grid_height * vision.grid_width
     stem = 3 * vision.patch_size**2 * width + patches * width + vision.prefix_tokens * width
     block = (
         4 * width  # two LayerNorms, weight and bias

@@ -31,6 +31,10 @@ class VisionConfig(BaseModel):
     projector_hidden: int = Field(gt=0, description="hidden size of the mlp1 projector")
     # Prefix tokens (class + registers) that the ViT carries and drops before the projector.
     prefix_tokens: int = Field(0, ge=0)
+    # Side of the stored square position-embedding table when it differs from the patch grid.
+    # RADIO keeps a 128x128 table and interpolates it to each tile's 32x32 grid; None stores
+    # exactly one embedding per patch of the input.
+    position_grid: int | None = Field(None, gt=0)
     # CLIP normalisation, the values Nemotron-Nano-VL's config uses.
     norm_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     norm_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -271,6 +275,7 @@ def _nano_12b() -> ModelConfig:
             heads=16,
             projector_hidden=20480,
             prefix_tokens=8,
+            position_grid=128,
         ),
     )
 

@@ -95,9 +95,20 @@ class VisionEncoder(nn.Module):
         self.config = config
         patch_pixels = 3 * config.patch_size**2
         self.embedder = nn.Linear(patch_pixels, config.width, bias=False)
-        self.pos_embed = nn.Parameter(torch.randn(1, config.grid_height * config.grid_width, config.width) * 0.02)
+        positions = config.position_grid**2 if config.position_grid else config.grid_height * config.grid_width
+        self.pos_embed = nn.Parameter(torch.randn(1, positions, config.width) * 0.02)
         self.cls_token = nn.Parameter(torch.randn(config.prefix_tokens, config.width) * 0.02) if config.prefix_tokens else None
         self.blocks = nn.ModuleList(ViTBlock(config.width, config.heads, config.mlp_ratio) for _ in range(config.depth))
+
+    def _positions(self) -> Tensor:
+        """Position embeddings for the input's patch grid, interpolated from a larger stored table."""
+        config = self.config
+        if not config.position_grid:
+            return self.pos_embed
+        side = config.position_grid
+        table = self.pos_embed.view(1, side, side, -1).permute(0, 3, 1, 2)  # (1, C, side, side)
+        table = F.interpolate(table, size=(config.grid_height, config.grid_width), mode="bilinear", align_corners=False)
+        return table.permute(0, 2, 3, 1).reshape(1, config.grid_height * config.grid_width, -1)
 
     def forward(self, pixels: Tensor) -> Tensor:
         """(B, 3, H, W) normalised pixels -> (B, grid_h * grid_w, width)."""
@@ -105,7 +116,7 @@ class VisionEncoder(nn.Module):
         batch = pixels.shape[0]
         patches = pixels.unfold(2, patch, patch).unfold(3, patch, patch)  # (B, 3, gh, gw, p, p)
         patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(batch, -1, 3 * patch * patch)
-        x = self.embedder(patches) + self.pos_embed
+        x = self.embedder(patches) + self._positions()
         prefix = 0
         if self.cls_token is not None:
             prefix = self.cls_token.shape[0]

@@ -21,7 +21,8 @@ def image_to_tensor(image: Image.Image, config: VisionConfig) -> Tensor:
     """Resize a screenshot into the encoder's input (3, H, W), keeping the aspect ratio.
 
     The image is scaled to fit and padded with black at the right and bottom, so normalised
-    screen coordinates keep a fixed relation to the model's pixels; then CLIP-normalised.
+    screen coordinates keep a fixed relation to the model's pixels. Pixels are then
+    CLIP-normalised.
     """
     target_w, target_h = config.image_width, config.image_height
     scale = min(target_w / image.width, target_h / image.height)
@@ -40,7 +41,7 @@ def pixel_shuffle(x: Tensor, grid_h: int, grid_w: int) -> Tensor:
     """Fold each 2x2 neighbourhood of patch features into one token: (B, h*w, C) -> (B, h*w/4, 4C).
 
     Column pairs are folded first, then row pairs, and the result is read row-major: the order
-    of InternVL's "v2" pixel shuffle, so a checkpoint's projector sees features as trained.
+    of InternVL's "v2" pixel shuffle, so a checkpoint's projector gets features in its trained order.
     """
     batch, _, channels = x.shape
     x = x.reshape(batch, grid_h, grid_w // 2, channels * 2)  # fold column pairs

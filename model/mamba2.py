@@ -7,6 +7,7 @@ is out_proj(GatedRMSNorm(y, z)).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -55,9 +56,12 @@ class Mamba2Mixer(nn.Module):
             config.conv_dim, config.conv_dim, config.conv_kernel, groups=config.conv_dim,
             padding=config.conv_kernel - 1, bias=True,
         )
-        self.dt_bias = nn.Parameter(torch.ones(heads))
-        # A = -exp(A_log); the S4D-real initialisation A = -(1..H) spreads the decay rates.
-        self.A_log = nn.Parameter(torch.log(torch.arange(1, heads + 1, dtype=torch.float32)))
+        # Mamba-2's initialisation: time steps log-uniform in [1e-3, 1e-1] (dt_bias is their
+        # inverse softplus) and A uniform in [1, 16], so that at initialisation some heads
+        # forget within a few tokens and others keep information for hundreds.
+        dt = torch.exp(torch.rand(heads) * (math.log(0.1) - math.log(0.001)) + math.log(0.001))
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
+        self.A_log = nn.Parameter(torch.log(torch.empty(heads).uniform_(1, 16)))
         self.D = nn.Parameter(torch.ones(heads))
         self.norm = GatedRMSNorm(d_inner, config.n_groups, eps=config.norm_eps)
         self.out_proj = nn.Linear(d_inner, config.hidden_size, bias=False)

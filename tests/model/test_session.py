@@ -181,3 +181,17 @@ def test_set_attention_window_bounds_new_sessions():
 
     assert bounded.state_bytes() < unbounded.state_bytes()
     assert sum(model.config.state_bytes(100).values()) == bounded.state_bytes()
+
+
+def test_mamba_state_carries_beyond_window():
+    """With a 4-token window, only the Mamba-2 state can carry the first token to position 39."""
+    model = make_model("tiny", window=4)
+    ids = token_ids(40)
+    changed_far_past = ids.clone()
+    changed_far_past[0, 0] = (ids[0, 0] + 1) % 256
+    session, changed_session = Session(model), Session(model)
+    for t in range(40):
+        same = session.feed_tokens(ids[:, t:t + 1])
+        after_change = changed_session.feed_tokens(changed_far_past[:, t:t + 1])
+    assert session.state_bytes() == changed_session.state_bytes()
+    assert not torch.allclose(same, after_change, atol=1e-6)

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from agent.executor import DEFAULT_PAUSE_SECONDS
 from agent.replay import DEFAULT_SETTLE_SECONDS, DEFAULT_TOLERANCE, ReplayStep
+from agent.run_command import printable
 
 console = Console()
 error_console = Console(stderr=True, soft_wrap=True)
@@ -51,7 +52,7 @@ def _row(table: Table, step: ReplayStep) -> None:
     else:
         verdict = Text("pass", style="green") if step.passed else Text("FAIL", style="red")
     score = "-" if step.score is None else f"{step.score:.4f}"
-    table.add_row(str(step.index), Text(step.action_text), step.outcome, score, verdict)
+    table.add_row(str(step.index), Text(printable(step.action_text)), step.outcome, score, verdict)
 
 
 def _new_table(title: str) -> Table:
@@ -78,7 +79,7 @@ def handle(args: argparse.Namespace) -> int:
     if not args.execute:
         table = _new_table("recorded steps (add --execute to replay them)")
         for step in trajectory.steps:
-            table.add_row(str(step.index), Text(step.action_text), "recorded", "-", Text(step.error or "-"))
+            table.add_row(str(step.index), Text(printable(step.action_text)), "recorded", "-", Text(step.error or "-"))
         console.print(table)
         return 0
 

@@ -18,7 +18,6 @@ from model.config import ModelConfig, VisionConfig
 SPECIAL_TOKENS_PER_STEP = 4
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-SSM_STATE_BYTES = 4  # MambaState keeps the SSM state in float32 whatever the model dtype
 
 _SIZE_UNITS = {
     "": 1, "b": 1,
@@ -123,12 +122,9 @@ def kv_bytes_per_token(config: ModelConfig, dtype: str = "bfloat16") -> int:
 
 def session_memory(config: ModelConfig, steps: int, step_tokens: int, dtype: str = "bfloat16") -> SessionMemory:
     """State of one session after `steps` agent steps of `step_tokens` tokens each."""
-    mamba_layers = config.layer_kinds.count("mamba")
-    ssm = mamba_layers * config.mamba_heads * config.mamba_head_dim * config.ssm_state_size * SSM_STATE_BYTES
-    conv = mamba_layers * config.conv_dim * (config.conv_kernel - 1) * DTYPE_BYTES[dtype]
     tokens = steps * step_tokens
-    cached_tokens = tokens if config.attention_window is None else min(tokens, config.attention_window)
-    return SessionMemory(steps, tokens, ssm, conv, cached_tokens * kv_bytes_per_token(config, dtype))
+    state = config.state_bytes(tokens, dtype_bytes=DTYPE_BYTES[dtype])
+    return SessionMemory(steps, tokens, state["ssm"], state["conv"], state["kv"])
 
 
 def sessions_that_fit(gpu_bytes: int, weights_bytes: int, session_bytes: int) -> int:

@@ -20,9 +20,9 @@ from model.config import ModelConfig
 class KVCache:
     """Keys and values of one attention layer, for a batch of sessions that advance together.
 
-    Tokens live in a buffer [start, end); the capacity grows geometrically, and a windowed cache
-    compacts the kept tokens to the front when it runs out of room, so appends cost amortised
-    O(1) copies per token.
+    Tokens live in a buffer [start, end), and the capacity grows geometrically. A windowed cache
+    moves its tokens to the front when it runs out of room, so appends cost amortised O(1)
+    copies per token.
     """
 
     def __init__(
@@ -112,7 +112,7 @@ class KVCache:
 def rotary_tables(first: int, length: int, head_dim: int, theta: float, device: torch.device) -> tuple[Tensor, Tensor]:
     """Return cos and sin tables (L, head_dim) for positions first .. first + length - 1.
 
-    Cached because every attention layer of one forward pass asks for the same tables.
+    Cached because every attention layer of one forward pass uses the same tables.
     """
     positions = torch.arange(first, first + length, dtype=torch.float32, device=device)
     inverse_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)

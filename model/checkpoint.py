@@ -183,7 +183,7 @@ def load_model(folder: str | Path, device: str = "cpu", dtype: torch.dtype | Non
 
 
 def build_model(path_or_preset: str, device: str = "cpu", seed: int = 0, dtype: torch.dtype | None = None) -> HoldfastModel:
-    """A model from a folder, or a preset name with seeded random weights."""
+    """Build a model from a folder, or from a preset name with seeded random weights."""
     if Path(path_or_preset).exists():
         return load_model(path_or_preset, device=device, dtype=dtype)
     if path_or_preset not in preset_names():

@@ -16,6 +16,8 @@ import json
 import logging
 import math
 import random
+import re
+import string
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from agent.actions import format_action
+from agent.actions import COORDINATE_DECIMALS, Action, Type, format_action
 from agent.trajectory import TASK_FILE, TrajectoryError, load_trajectory
 from model.checkpoint import build_model, load_model, save_model
 from model.hybrid import HoldfastModel
@@ -35,6 +37,8 @@ from model.vision import image_to_tensor
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
+QUOTED_TEXT = re.compile(r'"([^"]+)"')
+COORDINATE_FIELDS = ("x", "y", "to_x", "to_y")
 TRAINER_STATE_FILE = "trainer_state.safetensors"
 TRAINER_INFO_FILE = "trainer_state.json"
 
@@ -47,7 +51,7 @@ class TrainConfig:
     warmup: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    episodes_per_step: int = 4  # episodes whose gradients are summed into one optimiser step
+    episodes_per_step: int = 4  # episodes in one padded batch, which is one optimiser step
     seed: int = 0
     save_every: int = 250
     device: str = "cpu"
@@ -57,6 +61,16 @@ class TrainConfig:
     # (a 20-pixel button at the practice resolution), so the clicked point stays on target.
     shift_pixels: int = 2
     color_jitter: float = 0.1
+    # Demonstrated coordinates are rounded to this many decimals of the screen before training
+    # (None keeps the recorded 3). The expert's third decimal is sub-pixel jitter at the
+    # practice resolution (0.001 of 128 pixels), so learning it spends capacity on noise.
+    # 0.01 is 1.3 to 1.6 input pixels, far below a target's size.
+    coordinate_decimals: int | None = 2
+    # Text augmentation: the chance that the quoted instruction strings an episode types are
+    # swapped, in both places, for random strings of the same shape. The practice model cannot
+    # read 10-pixel text, so it must copy from the instruction tokens. Fresh strings keep it
+    # from memorising the names in the training episodes.
+    text_substitution: float = 0.5
 
 
 @dataclass
@@ -67,6 +81,20 @@ class Episode:
     instruction_ids: list[int]
     pixels: Tensor  # (S, 3, H, W) float16, normalised
     action_ids: list[list[int]] = field(default_factory=list)  # per step, bytes + </action>
+    instruction: str = ""
+    actions: list[Action] = field(default_factory=list)
+
+
+def tokenize_episode(source: str, instruction: str, pixels: Tensor, actions: list[Action]) -> Episode:
+    tokenizer = ByteTokenizer()
+    return Episode(
+        source,
+        [tokenizer.instruction_id, *tokenizer.encode(instruction)],
+        pixels,
+        [tokenizer.encode(format_action(action)) + [tokenizer.action_end_id] for action in actions],
+        instruction,
+        list(actions),
+    )
 
 
 def find_trajectories(paths: list[str | Path]) -> list[Path]:
@@ -84,9 +112,18 @@ def find_trajectories(paths: list[str | Path]) -> list[Path]:
     return found
 
 
-def load_episodes(paths: list[str | Path], model: HoldfastModel) -> tuple[list[Episode], list[str]]:
+def round_coordinates(action: Action, decimals: int | None) -> Action:
+    """Return the action with its screen coordinates rounded to `decimals` (None: unchanged)."""
+    if decimals is None:
+        return action
+    fields = {name: round(getattr(action, name), decimals) for name in COORDINATE_FIELDS if hasattr(action, name)}
+    return action.model_copy(update=fields) if fields else action
+
+
+def load_episodes(
+    paths: list[str | Path], model: HoldfastModel, coordinate_decimals: int | None = None
+) -> tuple[list[Episode], list[str]]:
     """Load and preprocess every trajectory; unreadable ones are reported and skipped."""
-    tokenizer = ByteTokenizer()
     episodes, problems = [], []
     for folder in find_trajectories(paths):
         try:
@@ -101,10 +138,53 @@ def load_episodes(paths: list[str | Path], model: HoldfastModel) -> tuple[list[E
         pixels = torch.stack(
             [image_to_tensor(trajectory.load_screenshot(step), model.config.vision) for step in steps]
         ).half()
-        actions = [tokenizer.encode(format_action(step.action)) + [tokenizer.action_end_id] for step in steps]
-        instruction = [tokenizer.instruction_id, *tokenizer.encode(trajectory.task.instruction)]
-        episodes.append(Episode(str(folder), instruction, pixels, actions))
+        actions = [round_coordinates(step.action, coordinate_decimals) for step in steps]
+        episodes.append(tokenize_episode(str(folder), trajectory.task.instruction, pixels, actions))
     return episodes, problems
+
+
+def _random_like(text: str, generator: torch.Generator) -> str:
+    """Return a random string of the same shape: letters keep their case, digits stay digits."""
+    out = []
+    for char in text:
+        if char.isascii() and char.isdigit():
+            pool = string.digits
+        elif char.isascii() and char.islower():
+            pool = string.ascii_lowercase
+        elif char.isascii() and char.isupper():
+            pool = string.ascii_uppercase
+        else:
+            out.append(char)
+            continue
+        out.append(pool[int(torch.randint(len(pool), (1,), generator=generator))])
+    return "".join(out)
+
+
+def substitute_quoted_text(episode: Episode, generator: torch.Generator) -> Episode:
+    """Swap each quoted instruction string that a type action copies for a random one.
+
+    The typed text may contain the string as quoted, in lower case or in upper case, because
+    some tasks ask for a case change. Each form is replaced by the same form of the new string.
+    Strings the actions do not type stay as they are, and so do the screenshots.
+    """
+    typed = [action.text for action in episode.actions if isinstance(action, Type)]
+    instruction, actions = episode.instruction, list(episode.actions)
+    for quoted in dict.fromkeys(QUOTED_TEXT.findall(instruction)):
+        forms = dict.fromkeys([quoted, quoted.lower(), quoted.upper()])
+        if not any(form in text for form in forms for text in typed):
+            continue
+        new = _random_like(quoted, generator)
+        swaps = {quoted.upper(): new.upper(), quoted.lower(): new.lower(), quoted: new}
+        instruction = instruction.replace(f'"{quoted}"', f'"{new}"')
+        for index, action in enumerate(actions):
+            if isinstance(action, Type):
+                text = action.text
+                for old, replacement in swaps.items():
+                    text = text.replace(old, replacement)
+                actions[index] = action.model_copy(update={"text": text})
+    if instruction == episode.instruction:
+        return episode
+    return tokenize_episode(episode.source, instruction, episode.pixels, actions)
 
 
 def augment(pixels: Tensor, config: TrainConfig, generator: torch.Generator) -> Tensor:
@@ -129,26 +209,42 @@ def augment(pixels: Tensor, config: TrainConfig, generator: torch.Generator) -> 
     return out
 
 
-def episode_loss(model: HoldfastModel, episode: Episode, pixels: Tensor) -> tuple[Tensor, int]:
-    """Return the mean cross-entropy over the episode's action tokens and their count."""
+def episode_losses(model: HoldfastModel, episodes: list[Episode], pixels: list[Tensor]) -> tuple[Tensor, int]:
+    """Return each episode's mean cross-entropy over its action tokens (B,) and the token count.
+
+    The episodes run as one right-padded batch. Both mixers are causal, so the padding after an
+    episode's end cannot change its positions. At the practice size, interpreter and kernel-launch
+    overhead dominate, and one batched pass pays it once instead of once per episode.
+    """
     tok = ByteTokenizer()
     device = model.device
-    images = model.encode_images(pixels.to(device))  # (S, T, D): one pass for every screenshot
+    # One vision pass for every screenshot of the batch.
+    images = model.encode_images(torch.cat(pixels).to(device)).split([len(p) for p in pixels])
 
     def embed(ids: list[int]) -> Tensor:
         return model.embed_tokens(torch.tensor(ids, device=device))
 
-    pieces, labels = [embed(episode.instruction_ids)], [IGNORE_INDEX] * len(episode.instruction_ids)
-    for index, action in enumerate(episode.action_ids):
-        pieces += [embed([tok.step_id, tok.image_start_id]), images[index], embed([tok.image_end_id, tok.action_start_id]), embed(action)]
-        labels += [IGNORE_INDEX] * (2 + images.shape[1] + 2) + action
-    inputs = torch.cat(pieces)[None]  # (1, L, D)
-    # Position t predicts token t + 1: shift the labels left by one.
-    targets = torch.tensor(labels[1:] + [IGNORE_INDEX], device=device)[None]
+    sequences, label_rows = [], []
+    for episode, episode_images in zip(episodes, images):
+        pieces, labels = [embed(episode.instruction_ids)], [IGNORE_INDEX] * len(episode.instruction_ids)
+        for index, action in enumerate(episode.action_ids):
+            pieces += [
+                embed([tok.step_id, tok.image_start_id]), episode_images[index],
+                embed([tok.image_end_id, tok.action_start_id]), embed(action),
+            ]
+            labels += [IGNORE_INDEX] * (2 + episode_images.shape[1] + 2) + action
+        sequences.append(torch.cat(pieces))
+        # Position t predicts token t + 1: shift the labels left by one.
+        label_rows.append(labels[1:] + [IGNORE_INDEX])
+    length = max(len(row) for row in label_rows)
+    inputs = torch.nn.utils.rnn.pad_sequence(sequences, batch_first=True)  # (B, L, D), zero padded
+    targets = torch.tensor([row + [IGNORE_INDEX] * (length - len(row)) for row in label_rows], device=device)
     logits = model(inputs_embeds=inputs)
-    count = int((targets != IGNORE_INDEX).sum())
-    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
-    return loss, count
+    token_losses = F.cross_entropy(
+        logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+    ).view(targets.shape)
+    counts = (targets != IGNORE_INDEX).sum(dim=1)
+    return token_losses.sum(dim=1) / counts.clamp(min=1), int(counts.sum())
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:
@@ -189,13 +285,18 @@ def _load_trainer_state(out: Path, optimizer: torch.optim.Optimizer, generator: 
 
 def train(data: list[str | Path], out: str | Path, config: TrainConfig, resume: bool = False, progress=None) -> dict:
     """Train and return a summary; checkpoints go to `out` (model folder plus trainer state)."""
+    decimals = config.coordinate_decimals
+    if decimals is not None and not 0 <= decimals <= COORDINATE_DECIMALS:
+        raise ValueError(f"invalid coordinate_decimals {decimals}: use 0 to {COORDINATE_DECIMALS}, or None to keep them")
+    if config.episodes_per_step < 1:
+        raise ValueError(f"invalid episodes_per_step {config.episodes_per_step}: use 1 or more")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     resuming = resume and (out / TRAINER_INFO_FILE).is_file()
     model = load_model(out, device=config.device) if resuming else build_model(config.preset, device=config.device, seed=config.seed)
     model.train()
-    episodes, problems = load_episodes(data, model)
+    episodes, problems = load_episodes(data, model, config.coordinate_decimals)
     for problem in problems:
         logger.warning("skipped: %s", problem)
     if not episodes:
@@ -222,13 +323,18 @@ def train(data: list[str | Path], out: str | Path, config: TrainConfig, resume: 
             group["lr"] = learning_rate(step, config)
         optimizer.zero_grad(set_to_none=True)
         batch = [episodes[order_rng.randrange(len(episodes))] for _ in range(config.episodes_per_step)]
-        total_loss, total_tokens = 0.0, 0
-        for episode in batch:
-            with autocast:
-                loss, count = episode_loss(model, episode, augment(episode.pixels, config, generator))
-            (loss / len(batch)).backward()
-            total_loss += loss.item() / len(batch)
-            total_tokens += count
+        batch = [
+            substitute_quoted_text(episode, generator)
+            if float(torch.rand(1, generator=generator)) < config.text_substitution else episode
+            for episode in batch
+        ]
+        with autocast:
+            losses, total_tokens = episode_losses(
+                model, batch, [augment(episode.pixels, config, generator) for episode in batch]
+            )
+            loss = losses.mean()
+        loss.backward()
+        total_loss = loss.item()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         step += 1

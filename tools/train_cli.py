@@ -20,7 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--save-every", type=int, default=defaults.save_every, help="checkpoint interval in steps")
     parser.add_argument("--device", default=defaults.device, help="cpu or cuda")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
-    parser.add_argument("--no-augment", action="store_true", help="turn off pixel shift and colour jitter")
+    parser.add_argument(
+        "--coordinate-decimals", type=int, default=defaults.coordinate_decimals,
+        help=f"round demonstrated coordinates to this many decimals (default {defaults.coordinate_decimals}; 3 keeps them)",
+    )
+    parser.add_argument("--no-augment", action="store_true", help="turn off pixel shift, colour jitter and text substitution")
     parser.add_argument("--resume", action="store_true", help="continue from the trainer state in --out")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return run
@@ -35,9 +39,10 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         preset=args.preset, steps=args.steps, lr=args.lr, episodes_per_step=args.episodes_per_step,
         seed=args.seed, save_every=args.save_every, device=args.device, bf16=args.bf16,
+        coordinate_decimals=args.coordinate_decimals,
     )
     if args.no_augment:
-        config.shift_pixels, config.color_jitter = 0, 0.0
+        config.shift_pixels, config.color_jitter, config.text_substitution = 0, 0.0, 0.0
     console = Console(stderr=True)
     with Progress(
         TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -1,17 +1,21 @@
 """Training smoke tests on the tiny preset with trajectories written by the real recorder."""
 
 import random
+import re
 import time
 
 import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from agent.actions import Click, Done
+from agent.actions import Click, Done, Drag, Type, format_action, parse_action
 from agent.trajectory import TrajectoryRecorder, new_task_info
-from model.checkpoint import load_model
+from model.checkpoint import build_model, load_model
 from model.policy import ModelPolicy
-from tools.train import TrainConfig, train
+from model.tokenizer import ByteTokenizer
+from tools.train import (
+    TrainConfig, episode_losses, load_episodes, round_coordinates, substitute_quoted_text, tokenize_episode, train,
+)
 
 
 def write_demonstrations(root, count=3, seed=0):
@@ -72,3 +76,96 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
 def test_missing_data_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere: not found"):
         train([tmp_path / "nowhere"], tmp_path / "out", tiny_config(steps=1))
+
+
+def write_uneven_demonstrations(root):
+    """Episodes of one, two and three steps with different instructions, so a batch needs padding."""
+    rng = random.Random(5)
+    for episode, (instruction, steps) in enumerate([("a", 1), ("click the blue one", 3), ("two", 2)]):
+        task = new_task_info(instruction, (200, 200), "scripted")
+        with TrajectoryRecorder(root / f"episode_{episode}", task) as recorder:
+            for _ in range(steps):
+                image = Image.new("RGB", (200, 200), tuple(rng.randrange(256) for _ in range(3)))
+                action = Click(x=round(rng.random(), 3), y=round(rng.random(), 3))
+                recorder.record_step(image, action_text="", action=action, observed_at=time.time())
+            recorder.finish("success")
+
+
+def test_padded_batch_loss_matches_single(tmp_path):
+    write_uneven_demonstrations(tmp_path / "data")
+    model = build_model("tiny", seed=3)
+    episodes, problems = load_episodes([tmp_path / "data"], model)
+    assert not problems and sorted(len(e.action_ids) for e in episodes) == [1, 2, 3]
+
+    batched, batched_count = episode_losses(model, episodes, [e.pixels.float() for e in episodes])
+    alone = [episode_losses(model, [e], [e.pixels.float()]) for e in episodes]
+
+    torch.testing.assert_close(batched, torch.cat([loss for loss, _ in alone]), rtol=1e-5, atol=1e-5)
+    assert batched_count == sum(count for _, count in alone)
+
+
+def test_training_rounds_coordinates(tmp_path):
+    write_uneven_demonstrations(tmp_path / "data")
+    model = build_model("tiny", seed=3)
+    recorded, _ = load_episodes([tmp_path / "data"], model)
+    rounded, _ = load_episodes([tmp_path / "data"], model, coordinate_decimals=1)
+    tokenizer = ByteTokenizer()
+    for original, coarse in zip(recorded, rounded):
+        for original_ids, coarse_ids in zip(original.action_ids, coarse.action_ids):
+            original_action = parse_action(tokenizer.decode(original_ids))
+            coarse_action = parse_action(tokenizer.decode(coarse_ids))
+            assert coarse_action.x == round(original_action.x, 1)
+            assert coarse_action.y == round(original_action.y, 1)
+    assert format_action(round_coordinates(Drag(x=0.123, y=0.456, to_x=0.789, to_y=0.5), 2)) == "drag(0.120,0.460,0.790,0.500)"
+    assert round_coordinates(Type(text="0.123"), 1) == Type(text="0.123")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("coordinate_decimals", 4, "invalid coordinate_decimals 4"),
+    ("episodes_per_step", 0, "invalid episodes_per_step 0"),
+])
+def test_bad_training_settings_are_named(tmp_path, field, value, message):
+    write_demonstrations(tmp_path / "data")
+    with pytest.raises(ValueError, match=message):
+        train([tmp_path / "data"], tmp_path / "out", tiny_config(steps=1, **{field: value}))
+    assert not (tmp_path / "out").exists()
+
+
+def text_episode(instruction, actions):
+    return tokenize_episode("demo", instruction, torch.zeros(len(actions), 3, 4, 4), [parse_action(a) for a in actions])
+
+
+def test_text_substitution_swaps_typed_strings():
+    episode = text_episode(
+        'Enter the username "karrie" and the password "Ab3" and press "login".',
+        ['click(0.5,0.5)', 'type("karrie")', 'type("Ab3")'],
+    )
+    swapped = substitute_quoted_text(episode, torch.Generator().manual_seed(0))
+
+    username, password, button = re.findall(r'"([^"]+)"', swapped.instruction)
+    assert username != "karrie"
+    assert password != "Ab3"
+    assert button == "login"  # quoted but never typed, so it stays
+    assert username.islower()
+    assert len(username) == 6
+    assert password[0].isupper()
+    assert password[1].islower()
+    assert password[2].isdigit()
+    assert [format_action(a) for a in swapped.actions] == ['click(0.500,0.500)', f'type("{username}")', f'type("{password}")']
+    tokenizer = ByteTokenizer()
+    assert tokenizer.decode(swapped.instruction_ids) == swapped.instruction
+    assert [tokenizer.decode(ids) for ids in swapped.action_ids] == [format_action(a) for a in swapped.actions]
+    assert swapped.pixels is episode.pixels
+
+
+def test_text_substitution_keeps_case_change():
+    episode = text_episode('Type "agustina" in all upper case letters.', ['type("AGUSTINA")'])
+    swapped = substitute_quoted_text(episode, torch.Generator().manual_seed(1))
+    (new,) = re.findall(r'"([^"]+)"', swapped.instruction)
+    assert new != "agustina"
+    assert swapped.actions[0].text == new.upper()
+
+
+def test_text_substitution_skips_untyped_quotes():
+    episode = text_episode('Click on the "okay" button.', ['click(0.1,0.2)'])
+    assert substitute_quoted_text(episode, torch.Generator().manual_seed(0)) is episode

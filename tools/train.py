@@ -247,6 +247,44 @@ def episode_losses(model: HoldfastModel, episodes: list[Episode], pixels: list[T
     return token_losses.sum(dim=1) / counts.clamp(min=1), int(counts.sum())
 
 
+def screenshot_reliance(model: HoldfastModel, episodes: list[Episode], batch_size: int = 16) -> dict:
+    """Measure how much the action loss depends on the screenshots' content.
+
+    Each episode is scored twice: with its own screenshots, and with those of another episode
+    of the same length (rotated by one within each length). A model that reads the screen
+    scores worse with the wrong screenshots. Equal losses mean it acts on the instruction and
+    the action history alone. Episodes whose length no other episode shares are left out.
+    """
+    by_length: dict[int, list[Episode]] = {}
+    for episode in episodes:
+        by_length.setdefault(len(episode.action_ids), []).append(episode)
+    pairs = []
+    for group in by_length.values():
+        if len(group) > 1:
+            pairs += [(episode, group[(index + 1) % len(group)]) for index, episode in enumerate(group)]
+    if not pairs:
+        raise ValueError("no two episodes have the same number of steps, so no screenshots can be swapped; give more episodes")
+    was_training = model.training
+    model.eval()
+    own_total = swapped_total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start:start + batch_size]
+            scored = [episode for episode, _ in chunk]
+            own, _ = episode_losses(model, scored, [episode.pixels.float() for episode, _ in chunk])
+            swapped, _ = episode_losses(model, scored, [other.pixels.float() for _, other in chunk])
+            own_total += float(own.sum())
+            swapped_total += float(swapped.sum())
+    model.train(was_training)
+    own_loss, swapped_loss = own_total / len(pairs), swapped_total / len(pairs)
+    return {
+        "episodes": len(pairs),
+        "own_screenshots_loss": round(own_loss, 5),
+        "swapped_screenshots_loss": round(swapped_loss, 5),
+        "increase": round(swapped_loss - own_loss, 5),
+    }
+
+
 def learning_rate(step: int, config: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to a tenth of the peak."""
     if step < config.warmup:

@@ -28,3 +28,23 @@ def test_missing_model_folder_says_not_found():
 
     with pytest.raises(CheckpointError, match="no/such/model: model folder not found"):
         build_model("./no/such/model")
+
+
+def test_model_probe_reports_screenshot_reliance(capsys, tmp_path):
+    import json
+
+    from model.checkpoint import build_model, save_model
+    from tests.tools.test_train import write_demonstrations
+
+    write_demonstrations(tmp_path / "data", count=4)
+    save_model(build_model("tiny", seed=2), tmp_path / "model")
+    assert main(["model", "probe", str(tmp_path / "model"), str(tmp_path / "data"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["episodes"] == 4
+    difference = result["swapped_screenshots_loss"] - result["own_screenshots_loss"]
+    assert abs(result["increase"] - difference) <= 2e-5  # each figure is rounded to 5 decimals
+
+
+def test_model_probe_rejects_one_episode(capsys, tmp_path):
+    assert main(["model", "probe", str(tmp_path), str(tmp_path), "--episodes", "1"]) == 2
+    assert "invalid --episodes 1: use 2 or more" in capsys.readouterr().err

@@ -14,7 +14,8 @@ from model.checkpoint import build_model, load_model
 from model.policy import ModelPolicy
 from model.tokenizer import ByteTokenizer
 from tools.train import (
-    TrainConfig, episode_losses, load_episodes, round_coordinates, substitute_quoted_text, tokenize_episode, train,
+    TrainConfig, episode_losses, load_episodes, round_coordinates, screenshot_reliance, substitute_quoted_text,
+    tokenize_episode, train,
 )
 
 
@@ -169,3 +170,30 @@ def test_text_substitution_keeps_case_change():
 def test_text_substitution_skips_untyped_quotes():
     episode = text_episode('Click on the "okay" button.', ['click(0.1,0.2)'])
     assert substitute_quoted_text(episode, torch.Generator().manual_seed(0)) is episode
+
+
+def test_screenshot_reliance_zero_for_blind_model(tmp_path):
+    write_uneven_demonstrations(tmp_path / "data")
+    write_demonstrations(tmp_path / "more")
+    model = build_model("tiny", seed=3)
+    episodes, _ = load_episodes([tmp_path / "data", tmp_path / "more"], model)
+
+    seeing = screenshot_reliance(model, episodes)
+    # A projector that outputs zeros makes every screenshot the same input.
+    torch.nn.init.zeros_(model.mlp1[-1].weight)
+    blind = screenshot_reliance(model, episodes)
+
+    # Four episodes have 3 steps; the 1-step and 2-step episodes have no partner and are left out.
+    assert seeing["episodes"] == 4
+    assert blind["episodes"] == 4
+    assert seeing["increase"] != 0
+    assert blind["increase"] == 0
+    assert blind["own_screenshots_loss"] == blind["swapped_screenshots_loss"]
+
+
+def test_screenshot_reliance_needs_equal_lengths(tmp_path):
+    write_uneven_demonstrations(tmp_path / "data")
+    model = build_model("tiny", seed=3)
+    episodes, _ = load_episodes([tmp_path / "data"], model)
+    with pytest.raises(ValueError, match="no two episodes have the same number of steps"):
+        screenshot_reliance(model, episodes)

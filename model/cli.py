@@ -60,7 +60,6 @@ def run_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _config_of(name: str):
     from model.checkpoint import CheckpointError, config_from_nemotron_h, read_config
     from model.config import get_preset, preset_names

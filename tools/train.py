@@ -86,6 +86,7 @@ class Episode:
 
 
 def tokenize_episode(source: str, instruction: str, pixels: Tensor, actions: list[Action]) -> Episode:
+    """Build an episode, tokenising the instruction and each action's canonical text once."""
     tokenizer = ByteTokenizer()
     return Episode(
         source,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from model.config import ModelConfig, VisionConfig
+from model.config import POINTER_KEY_SIZE, ModelConfig, VisionConfig
 
 # Tokens of one agent step besides the image span and the action: <step> <image> before the
 # image embeddings and </image> <action> after them (model.tokenizer's special tokens).
@@ -61,8 +61,15 @@ def _mlp_parameters(config: ModelConfig) -> int:
     return 2 * config.hidden_size * config.mlp_hidden  # up and down, no gate, no bias
 
 
+def _head_parameters(config: ModelConfig) -> int:
+    pointer = 0 if config.pointer_subdivision is None else config.hidden_size * POINTER_KEY_SIZE * (config.pointer_subdivision**2 + 1)
+    copy = 2 * config.hidden_size * POINTER_KEY_SIZE + config.hidden_size + 1 if config.copy_instruction else 0  # query, key, gate
+    return pointer + copy
+
+
 def language_parameters(config: ModelConfig) -> int:
-    """Parameters of the language model: embeddings, blocks with their norms, final norm, head."""
+    """Parameters of the language model: embeddings, blocks with their norms, final norm, head
+    and the pointer and copy heads."""
     per_kind = {
         "mamba": _mamba_parameters(config),
         "attention": _attention_parameters(config),
@@ -71,7 +78,7 @@ def language_parameters(config: ModelConfig) -> int:
     blocks = sum(per_kind[kind] + config.hidden_size for kind in config.layer_kinds)  # + pre-norm
     embeddings = config.vocab_size * config.hidden_size
     head = 0 if config.tie_embeddings else embeddings
-    return embeddings + blocks + config.hidden_size + head
+    return embeddings + blocks + config.hidden_size + head + _head_parameters(config)
 
 
 def vision_parameters(vision: VisionConfig | None, hidden_size: int) -> int:
@@ -108,10 +115,11 @@ class SessionMemory:
     ssm_bytes: int
     conv_bytes: int
     kv_bytes: int
+    pointer_bytes: int = 0  # the pointer head's keys for the last screenshot
 
     @property
     def total_bytes(self) -> int:
-        return self.ssm_bytes + self.conv_bytes + self.kv_bytes
+        return self.ssm_bytes + self.conv_bytes + self.kv_bytes + self.pointer_bytes
 
 
 def kv_bytes_per_token(config: ModelConfig, dtype: str = "bfloat16") -> int:
@@ -124,7 +132,7 @@ def session_memory(config: ModelConfig, steps: int, step_tokens: int, dtype: str
     """State of one session after `steps` agent steps of `step_tokens` tokens each."""
     tokens = steps * step_tokens
     state = config.state_bytes(tokens, dtype_bytes=DTYPE_BYTES[dtype])
-    return SessionMemory(steps, tokens, state["ssm"], state["conv"], state["kv"])
+    return SessionMemory(steps, tokens, state["ssm"], state["conv"], state["kv"], state["pointer"])
 
 
 def sessions_that_fit(gpu_bytes: int, weights_bytes: int, session_bytes: int) -> int:
@@ -177,7 +185,8 @@ def analytic_report(
             "memory_by_step": [
                 {
                     "steps": m.steps, "tokens": m.tokens, "ssm_bytes": m.ssm_bytes,
-                    "conv_bytes": m.conv_bytes, "kv_bytes": m.kv_bytes, "total_bytes": m.total_bytes,
+                    "conv_bytes": m.conv_bytes, "kv_bytes": m.kv_bytes, "pointer_bytes": m.pointer_bytes,
+                    "total_bytes": m.total_bytes,
                 }
                 for m in (session_memory(variant, s, step_tokens, dtype) for s in steps)
             ],

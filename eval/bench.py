@@ -114,8 +114,12 @@ class BenchSpec:
 
 
 def language_config(preset: str) -> ModelConfig:
-    """Return the preset without its vision encoder, because the benchmark feeds image embeddings."""
-    return get_preset(preset).model_copy(update={"vision": None})
+    """Return the preset without its vision encoder, because the benchmark feeds image embeddings.
+
+    The pointer and copy heads go with it: their cost, small projections per screenshot, per
+    instruction and per action token, is not what the benchmark compares.
+    """
+    return get_preset(preset).model_copy(update={"vision": None, "pointer_subdivision": None, "copy_instruction": False})
 
 
 def engine_config(engine: str, preset: str) -> ModelConfig:

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 LAYER_KINDS = {"M": "mamba", "*": "attention", "-": "mlp"}
+# Width of the pointer head's keys (model.pointer): a session keeps one key per image token.
+POINTER_KEY_SIZE = 64
 
 
 class VisionConfig(BaseModel):
@@ -102,6 +104,14 @@ class ModelConfig(BaseModel):
     norm_eps: float = 1e-5
     tie_embeddings: bool = False
     vision: VisionConfig | None = None
+    # Pointer head (model.pointer): screen coordinates are chosen over the current screenshot's
+    # image tokens, each token's cell split into this many sub-cells per side, instead of being
+    # written digit by digit. None writes them as text, as a published checkpoint does.
+    pointer_subdivision: int | None = Field(None, ge=1, le=16)
+    # Copy head (model.copy): each action token may be copied from the instruction's bytes, as
+    # in a pointer-generator network, so typed text comes from the instruction rather than
+    # being recalled. Needs byte tokens; a published checkpoint has none.
+    copy_instruction: bool = False
 
     @field_validator("pattern")
     @classmethod
@@ -129,6 +139,8 @@ class ModelConfig(BaseModel):
             raise ValueError(f"rotary embeddings need an even head_dim, got {self.head_dim}")
         if self.vision is not None and self.vision.projector_hidden <= 0:
             raise ValueError("vision.projector_hidden must be positive")
+        if self.pointer_subdivision is not None and self.vision is None:
+            raise ValueError("pointer_subdivision needs a vision encoder: the pointer head points at image tokens")
         return self
 
     @property
@@ -163,9 +175,11 @@ class ModelConfig(BaseModel):
     def with_window(self, attention_window: int | None) -> ModelConfig:
         return self.model_copy(update={"attention_window": attention_window})
 
-    def state_bytes(self, tokens: int, dtype_bytes: int = 4) -> dict[str, int]:
+    def state_bytes(self, tokens: int, dtype_bytes: int = 4, instruction_tokens: int = 0) -> dict[str, int]:
         """Per-session state after `tokens` tokens, in bytes: `ssm` and `conv` for the Mamba-2
-        layers, `kv` for the attention layers (bounded by the window). The SSM state is float32
+        layers, `kv` for the attention layers (bounded by the window), `pointer` for the pointer
+        keys of one screenshot (counted as soon as any token is seen, since a session's first
+        step brings a screenshot), `copy` for the copy head's keys over `instruction_tokens`. The SSM state is float32
         whatever the model dtype, as Nemotron-H keeps it."""
         mamba_layers = self.pattern.count("M")
         attention_layers = self.pattern.count("*")
@@ -174,6 +188,12 @@ class ModelConfig(BaseModel):
             "ssm": mamba_layers * self.mamba_heads * self.mamba_head_dim * self.ssm_state_size * 4,
             "conv": mamba_layers * self.conv_dim * (self.conv_kernel - 1) * dtype_bytes,
             "kv": attention_layers * 2 * self.kv_heads * self.head_dim * kept * dtype_bytes,
+            "pointer": (
+                self.vision.image_tokens * POINTER_KEY_SIZE * dtype_bytes
+                if self.pointer_subdivision is not None and tokens > 0 else 0
+            ),
+            # One key per instruction token and the token id it copies (8 bytes).
+            "copy": instruction_tokens * (POINTER_KEY_SIZE * dtype_bytes + 8) if self.copy_instruction else 0,
         }
 
 
@@ -196,6 +216,8 @@ def _tiny() -> ModelConfig:
         vision=VisionConfig(
             image_height=64, image_width=64, patch_size=8, depth=1, width=48, heads=2, projector_hidden=96
         ),
+        pointer_subdivision=2,
+        copy_instruction=True,
     )
 
 
@@ -221,6 +243,10 @@ def _practice() -> ModelConfig:
         vision=VisionConfig(
             image_height=160, image_width=128, patch_size=8, depth=4, width=192, heads=3, projector_hidden=512
         ),
+        # 4x4 sub-cells of a 16-pixel token: a 4-pixel grid at the input, about 5 screen pixels
+        # on the practice desktop, finer than a MiniWoB++ checkbox.
+        pointer_subdivision=4,
+        copy_instruction=True,
     )
 
 

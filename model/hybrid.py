@@ -17,6 +17,8 @@ from model.config import ModelConfig
 from model.mamba2 import Mamba2Mixer, MambaState
 from model.mlp import MLP
 from model.norm import RMSNorm
+from model.copy import CopyHead, mixed_distribution
+from model.pointer import PointerHead
 from model.vision import Projector, VisionEncoder, pixel_shuffle
 
 LayerState = MambaState | KVCache | None
@@ -102,6 +104,10 @@ class HoldfastModel(nn.Module):
             vision = config.vision
             self.vision_model = VisionEncoder(vision)
             self.mlp1 = Projector(4 * vision.width, vision.projector_hidden, config.hidden_size)
+        if config.pointer_subdivision is not None:
+            self.point_head = PointerHead(config.hidden_size, config.pointer_subdivision)
+        if config.copy_instruction:
+            self.copy_head = CopyHead(config.hidden_size)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -136,10 +142,11 @@ class HoldfastModel(nn.Module):
         return self.lm_head.weight.dtype
 
     def num_parameters(self, part: str = "all") -> int:
-        """Count parameters: `all`, `language` (backbone + lm_head) or `vision` (encoder + projector)."""
+        """Count parameters: `all`, `language` (backbone, lm_head, pointer and copy heads) or `vision`
+        (encoder + projector)."""
         names = {
             "all": ("",),
-            "language": ("backbone.", "lm_head."),
+            "language": ("backbone.", "lm_head.", "point_head.", "copy_head."),
             "vision": ("vision_model.", "mlp1."),
         }[part]
         return sum(p.numel() for n, p in self.named_parameters() if n.startswith(names))
@@ -171,16 +178,17 @@ class HoldfastModel(nn.Module):
         features = pixel_shuffle(features, vision.grid_height, vision.grid_width)
         return self.mlp1(features)
 
-    def forward(
+    def hidden_states(
         self,
         input_ids: Tensor | None = None,
         inputs_embeds: Tensor | None = None,
         state: ModelState | None = None,
-        last_only: bool = False,
     ) -> Tensor:
-        """Return logits (B, L, V), or (B, 1, V) with last_only, for a sequence of token ids or
-        embeddings. With a state the sequence continues the history held there, and the state
-        is updated; without one it is a whole sequence from the start (training)."""
+        """Return the final normalised hidden states (B, L, D), which the lm_head and the heads read.
+
+        With a state, the sequence continues the history held there and updates the state.
+        Without one, it is a whole sequence from the start, as in training.
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids or inputs_embeds")
         hidden = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds.to(self.dtype)
@@ -190,6 +198,41 @@ class HoldfastModel(nn.Module):
             hidden = block(hidden, state.layers[i] if state is not None else None)
         if state is not None:
             state.tokens_seen += hidden.shape[1]
+        return self.backbone.norm_f(hidden)
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        state: ModelState | None = None,
+        last_only: bool = False,
+    ) -> Tensor:
+        """Return logits (B, L, V), or (B, 1, V) with last_only; see `hidden_states`."""
+        hidden = self.hidden_states(input_ids, inputs_embeds, state)
         if last_only:
             hidden = hidden[:, -1:]
-        return self.lm_head(self.backbone.norm_f(hidden))
+        return self.lm_head(hidden)
+
+    def pointer_keys(self, image_hidden: Tensor) -> Tensor:
+        """(N, T, D) final hidden states of a screenshot's image tokens -> (N, T, K) pointer keys."""
+        if self.config.pointer_subdivision is None:
+            raise ValueError(f"model {self.config.name!r} has no pointer head; it writes coordinates as text")
+        return self.point_head.keys(image_hidden)
+
+    def copy_keys(self, source_hidden: Tensor) -> Tensor:
+        """(B, n, D) hidden states of the tokens before each copyable token -> (B, n, K) copy keys."""
+        if not self.config.copy_instruction:
+            raise ValueError(f"model {self.config.name!r} has no copy head")
+        return self.copy_head.keys(source_hidden)
+
+    def copy_probabilities(self, hidden: Tensor, logits: Tensor, keys: Tensor, values: Tensor,
+                           mask: Tensor | None = None) -> Tensor:
+        """(N, V) next-token probabilities mixing the lm_head's logits with copies from `values`."""
+        attention, gate = self.copy_head(hidden, keys, mask)
+        return mixed_distribution(logits, attention, gate, values)
+
+    def point(self, query_hidden: Tensor, keys: Tensor) -> Tensor:
+        """Pointer logits (N, image_tokens * subdivision^2) over `pointer_keys`; see model.pointer."""
+        if self.config.pointer_subdivision is None:
+            raise ValueError(f"model {self.config.name!r} has no pointer head; it writes coordinates as text")
+        return self.point_head(query_hidden, keys)

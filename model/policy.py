@@ -12,6 +12,7 @@ from PIL import Image
 
 from model.checkpoint import build_model
 from model.hybrid import HoldfastModel
+from model.pointer import class_to_point, content_fraction, expects_pair
 from model.session import Session
 from model.tokenizer import ByteTokenizer
 from model.vision import image_to_tensor
@@ -44,6 +45,7 @@ class ModelPolicy:
         self.tokenizer = ByteTokenizer()
         self.max_action_tokens = max_action_tokens
         self.session: Session | None = None
+        self.content = (1.0, 1.0)  # fraction of the model input the last screenshot covers
         self.last_latency_ms = 0.0
 
     def _require_session(self) -> Session:
@@ -53,11 +55,17 @@ class ModelPolicy:
 
     def start(self, instruction: str) -> None:
         self.session = Session(self.model, tokenizer=self.tokenizer)
-        self.session.feed_tokens([self.tokenizer.instruction_id, *self.tokenizer.encode(instruction)])
+        ids = [self.tokenizer.instruction_id, *self.tokenizer.encode(instruction)]
+        if self.model.config.copy_instruction and len(ids) > 1:
+            self.session.feed_copy_source(ids)
+        else:
+            self.session.feed_tokens(ids)
 
     def observe(self, screenshot: Image.Image) -> None:
         session = self._require_session()
-        pixels = image_to_tensor(screenshot, self.model.config.vision)
+        vision = self.model.config.vision
+        pixels = image_to_tensor(screenshot, vision)
+        self.content = content_fraction(screenshot.width, screenshot.height, vision)
         tok = self.tokenizer
         session.feed_image(pixels, prefix=[tok.step_id], suffix=[tok.action_start_id])
 
@@ -65,7 +73,11 @@ class ModelPolicy:
         session = self._require_session()
         started = time.perf_counter()
         mark = None if commit else session.checkpoint()
-        ids = session.generate(self.max_action_tokens, stop_id=self.tokenizer.action_end_id)[0]
+        config = self.model.config
+        if config.pointer_subdivision is None and not config.copy_instruction:
+            ids = session.generate(self.max_action_tokens, stop_id=self.tokenizer.action_end_id)[0]
+        else:
+            ids = self._generate_with_heads(session)
         if commit and (not ids or ids[-1] != self.tokenizer.action_end_id):
             # Cut off before </action>: close the action so the next step starts cleanly.
             session.feed_tokens([self.tokenizer.action_end_id])
@@ -73,6 +85,30 @@ class ModelPolicy:
             session.rollback(mark)
         self.last_latency_ms = (time.perf_counter() - started) * 1000
         return self.tokenizer.decode(ids)
+
+    def _generate_with_heads(self, session: Session) -> list[int]:
+        """Greedy decoding in which the pointer head writes each coordinate pair and each other
+        token may be copied from the instruction (model.pointer, model.copy).
+
+        Every token, generated or written, is fed, so the history is what training showed.
+        """
+        ids: list[int] = []
+        stop = self.tokenizer.action_end_id
+        subdivision = self.model.config.pointer_subdivision
+        while len(ids) < self.max_action_tokens:
+            if subdivision is not None and expects_pair(self.tokenizer.decode(ids)):
+                index = int(session.point()[0].argmax())
+                x, y = class_to_point(index, self.content, self.model.config.vision, subdivision)
+                pair = self.tokenizer.encode(f"{x:.3f},{y:.3f}")[: self.max_action_tokens - len(ids)]
+                session.feed_tokens(pair)
+                ids += pair
+                continue
+            token = int(session.next_token_probabilities()[0].argmax())
+            ids.append(token)
+            session.feed_tokens([token])
+            if token == stop:
+                break
+        return ids
 
     def feed_action(self, action_text: str) -> None:
         session = self._require_session()

@@ -33,6 +33,14 @@ class Session:
         self.state: ModelState = model.new_state(batch_size)
         self.batch_size = batch_size
         self.last_logits: Tensor | None = None  # (B, V): the next-token distribution after the last feed
+        self.last_hidden: Tensor | None = None  # (B, D): the final hidden state that produced last_logits
+        # (B, T, K): the pointer head's keys for the last screenshot's image tokens (model.pointer),
+        # kept until the next screenshot; None for a model without a pointer head.
+        self.pointer_keys: Tensor | None = None
+        # The copy head's table over the instruction (model.copy): keys (B, n, K) and the token
+        # ids they copy (B, n); None until `feed_copy_source`.
+        self.copy_keys: Tensor | None = None
+        self.copy_values: Tensor | None = None
 
     # Feeding -------------------------------------------------------------------------------
 
@@ -50,15 +58,42 @@ class Session:
         ids = self._as_batch(ids)
         if ids.shape[1] == 0:
             raise ValueError("feed_tokens got an empty sequence")
-        self.last_logits = self.model(input_ids=ids, state=self.state, last_only=True)[:, -1]
+        self._advance(self.model.hidden_states(input_ids=ids, state=self.state))
         return self.last_logits
+
+    def _advance(self, hidden: Tensor) -> None:
+        self.last_hidden = hidden[:, -1]
+        self.last_logits = self.model.lm_head(self.last_hidden)
+
+    @torch.no_grad()
+    def feed_copy_source(self, ids: list[int] | Tensor) -> Tensor:
+        """Feed token ids ((L,) or (B, L)) whose tokens after the first the copy head may copy
+        (the instruction); return the next-token logits."""
+        ids = self._as_batch(ids)
+        if ids.shape[1] < 2:
+            raise ValueError("a copy source needs a start token and at least one token to copy")
+        hidden = self.model.hidden_states(input_ids=ids, state=self.state)
+        self.copy_keys = self.model.copy_keys(hidden[:, :-1])
+        self.copy_values = ids[:, 1:]
+        self._advance(hidden)
+        return self.last_logits
+
+    @torch.no_grad()
+    def next_token_probabilities(self) -> Tensor:
+        """(B, V) next-token probabilities: the lm_head's, mixed with the copy head's when the
+        model has one and a copy source has been fed."""
+        if self.last_logits is None:
+            raise RuntimeError("nothing has been fed yet; feed the instruction or a screenshot first")
+        if self.copy_keys is None:
+            return self.last_logits.float().softmax(-1)
+        return self.model.copy_probabilities(self.last_hidden, self.last_logits, self.copy_keys, self.copy_values)
 
     @torch.no_grad()
     def feed_embeddings(self, embeds: Tensor) -> Tensor:
         """Feed (B, L, D) embeddings (image spans, or anything already embedded)."""
         if embeds.dim() != 3 or embeds.shape[0] != self.batch_size:
             raise ValueError(f"embeddings must be (batch={self.batch_size}, length, width), got {tuple(embeds.shape)}")
-        self.last_logits = self.model(inputs_embeds=embeds, state=self.state, last_only=True)[:, -1]
+        self._advance(self.model.hidden_states(inputs_embeds=embeds, state=self.state))
         return self.last_logits
 
     @torch.no_grad()
@@ -77,7 +112,18 @@ class Session:
         tok = self.tokenizer
         before = self.model.embed_tokens(self._as_batch([*prefix, tok.image_start_id]))
         after = self.model.embed_tokens(self._as_batch([tok.image_end_id, *suffix]))
-        return self.feed_embeddings(torch.cat([before, image, after], dim=1))
+        hidden = self.model.hidden_states(inputs_embeds=torch.cat([before, image, after], dim=1), state=self.state)
+        if self.model.config.pointer_subdivision is not None:
+            self.pointer_keys = self.model.pointer_keys(hidden[:, before.shape[1]:before.shape[1] + image.shape[1]])
+        self._advance(hidden)
+        return self.last_logits
+
+    @torch.no_grad()
+    def point(self) -> Tensor:
+        """Pointer logits (B, classes) from the last hidden state over the last screenshot's tokens."""
+        if self.pointer_keys is None or self.last_hidden is None:
+            raise RuntimeError("no screenshot has been fed yet, so there is nothing to point at")
+        return self.model.point(self.last_hidden, self.pointer_keys)
 
     @torch.no_grad()
     def generate(self, max_new_tokens: int, stop_id: int | None = None) -> list[list[int]]:
@@ -110,8 +156,10 @@ class Session:
     # State ----------------------------------------------------------------------------------
 
     def state_bytes(self) -> int:
-        """Bytes of history held: SSM and conv states plus the cached keys and values."""
-        return self.state.nbytes()
+        """Bytes of history held: SSM and conv states, the cached keys and values, the pointer
+        keys of the last screenshot and the copy table of the instruction."""
+        tables = [t.nbytes for t in (self.pointer_keys, self.copy_keys, self.copy_values) if t is not None]
+        return self.state.nbytes() + sum(tables)
 
     @property
     def tokens_seen(self) -> int:
@@ -120,12 +168,12 @@ class Session:
     def checkpoint(self) -> tuple:
         """Mark the current point of the stream, to return to with `rollback`."""
         logits = None if self.last_logits is None else self.last_logits.clone()
-        return (self.state.checkpoint(), logits)
+        hidden = None if self.last_hidden is None else self.last_hidden.clone()
+        return (self.state.checkpoint(), logits, hidden, self.pointer_keys)
 
     def rollback(self, mark: tuple) -> None:
-        state_mark, logits = mark
+        state_mark, self.last_logits, self.last_hidden, self.pointer_keys = mark
         self.state.rollback(state_mark)
-        self.last_logits = logits
 
     # Snapshots ------------------------------------------------------------------------------
 
@@ -140,8 +188,9 @@ class Session:
                 tensors[f"layers.{i}.{name}"] = tensor.contiguous()
             if isinstance(layer, KVCache):
                 seen[str(i)] = layer.seen
-        if self.last_logits is not None:
-            tensors["last_logits"] = self.last_logits.contiguous()
+        for name in ("last_logits", "last_hidden", "pointer_keys", "copy_keys", "copy_values"):
+            if getattr(self, name) is not None:
+                tensors[name] = getattr(self, name).contiguous()
         metadata = {
             "format": SNAPSHOT_FORMAT,
             "config": self.model.config.model_dump_json(),
@@ -176,6 +225,10 @@ class Session:
                 layer.load(tensors[f"layers.{i}.k"], tensors[f"layers.{i}.v"], kv_seen[str(i)])
         session.state.tokens_seen = int(metadata["tokens_seen"])
         session.last_logits = tensors.get("last_logits")
+        session.last_hidden = tensors.get("last_hidden")
+        session.pointer_keys = tensors.get("pointer_keys")
+        session.copy_keys = tensors.get("copy_keys")
+        session.copy_values = tensors.get("copy_values")
         return session
 
     # Batching -------------------------------------------------------------------------------
@@ -200,8 +253,10 @@ class Session:
                 held = [p.tensors() for p in parts]
                 layer.load(torch.cat([h["k"] for h in held]), torch.cat([h["v"] for h in held]), parts[0].seen)
         batch.state.tokens_seen = first.state.tokens_seen
-        if all(s.last_logits is not None for s in sessions):
-            batch.last_logits = torch.cat([s.last_logits for s in sessions])
+        for name in ("last_logits", "last_hidden", "pointer_keys", "copy_keys", "copy_values"):
+            parts = [getattr(s, name) for s in sessions]
+            if all(part is not None for part in parts):
+                setattr(batch, name, torch.cat(parts))
         return batch
 
     def split(self) -> list[Session]:
@@ -215,7 +270,8 @@ class Session:
                 elif isinstance(layer, KVCache):
                     single.state.layers[i] = layer.select([row])
             single.state.tokens_seen = self.state.tokens_seen
-            if self.last_logits is not None:
-                single.last_logits = self.last_logits[row:row + 1].clone()
+            for name in ("last_logits", "last_hidden", "pointer_keys", "copy_keys", "copy_values"):
+                if getattr(self, name) is not None:
+                    setattr(single, name, getattr(self, name)[row:row + 1].clone())
             sessions.append(single)
         return sessions

@@ -31,6 +31,7 @@ from agent.actions import COORDINATE_DECIMALS, Action, Type, format_action
 from agent.trajectory import TASK_FILE, TrajectoryError, load_trajectory
 from model.checkpoint import build_model, load_model, save_model
 from model.hybrid import HoldfastModel
+from model.pointer import class_to_point, content_fraction, coordinate_pairs, point_to_class
 from model.tokenizer import ByteTokenizer
 from model.vision import image_to_tensor
 
@@ -83,10 +84,16 @@ class Episode:
     action_ids: list[list[int]] = field(default_factory=list)  # per step, bytes + </action>
     instruction: str = ""
     actions: list[Action] = field(default_factory=list)
+    # Per step, the fraction (width, height) of the model input that the screenshot covers.
+    content: list[tuple[float, float]] = field(default_factory=list)
 
 
-def tokenize_episode(source: str, instruction: str, pixels: Tensor, actions: list[Action]) -> Episode:
-    """Build an episode, tokenising the instruction and each action's canonical text once."""
+def tokenize_episode(source: str, instruction: str, pixels: Tensor, actions: list[Action],
+                     content: list[tuple[float, float]] | None = None) -> Episode:
+    """Build an episode, tokenising the instruction and each action's canonical text once.
+
+    `content` defaults to screenshots that fill the model input.
+    """
     tokenizer = ByteTokenizer()
     return Episode(
         source,
@@ -95,6 +102,7 @@ def tokenize_episode(source: str, instruction: str, pixels: Tensor, actions: lis
         [tokenizer.encode(format_action(action)) + [tokenizer.action_end_id] for action in actions],
         instruction,
         list(actions),
+        list(content) if content is not None else [(1.0, 1.0)] * len(actions),
     )
 
 
@@ -136,11 +144,12 @@ def load_episodes(
         if not steps:
             problems.append(f"{folder}: no step with a parsed action; skipped")
             continue
-        pixels = torch.stack(
-            [image_to_tensor(trajectory.load_screenshot(step), model.config.vision) for step in steps]
-        ).half()
+        screenshots = [trajectory.load_screenshot(step) for step in steps]
+        vision = model.config.vision
+        pixels = torch.stack([image_to_tensor(image, vision) for image in screenshots]).half()
+        content = [content_fraction(image.width, image.height, vision) for image in screenshots]
         actions = [round_coordinates(step.action, coordinate_decimals) for step in steps]
-        episodes.append(tokenize_episode(str(folder), trajectory.task.instruction, pixels, actions))
+        episodes.append(tokenize_episode(str(folder), trajectory.task.instruction, pixels, actions, content))
     return episodes, problems
 
 
@@ -185,12 +194,16 @@ def substitute_quoted_text(episode: Episode, generator: torch.Generator) -> Epis
                 actions[index] = action.model_copy(update={"text": text})
     if instruction == episode.instruction:
         return episode
-    return tokenize_episode(episode.source, instruction, episode.pixels, actions)
+    return tokenize_episode(episode.source, instruction, episode.pixels, actions, episode.content)
 
 
-def augment(pixels: Tensor, config: TrainConfig, generator: torch.Generator) -> Tensor:
-    """Shift each screenshot by a few pixels (zero fill) and jitter brightness and contrast."""
+def augment(pixels: Tensor, config: TrainConfig, generator: torch.Generator) -> tuple[Tensor, tuple[int, int]]:
+    """Shift each screenshot by a few pixels (zero fill) and jitter brightness and contrast.
+
+    Returns the pixels and the shift (dx, dy) in model pixels, by which the pointer targets move.
+    """
     out = pixels.float()
+    dy = dx = 0
     if config.shift_pixels:
         limit = config.shift_pixels
         dy, dx = (int(v) for v in torch.randint(-limit, limit + 1, (2,), generator=generator))
@@ -207,11 +220,17 @@ def augment(pixels: Tensor, config: TrainConfig, generator: torch.Generator) -> 
         scale = 1 + (torch.rand(1, generator=generator).item() * 2 - 1) * config.color_jitter
         offset = (torch.rand(1, generator=generator).item() * 2 - 1) * config.color_jitter
         out = out * scale + offset
-    return out
+    return out, (dx, dy)
 
 
-def episode_losses(model: HoldfastModel, episodes: list[Episode], pixels: list[Tensor]) -> tuple[Tensor, int]:
-    """Return each episode's mean cross-entropy over its action tokens (B,) and the token count.
+def episode_losses(model: HoldfastModel, episodes: list[Episode], pixels: list[Tensor],
+                   shifts: list[tuple[int, int]] | None = None) -> tuple[Tensor, int]:
+    """Return each episode's mean loss over its action targets (B,) and the number of targets.
+
+    The targets are the action tokens. For a model with a pointer head, each coordinate pair is
+    one more target, a pointer choice over the step's image tokens, and the pair's digits are
+    not token targets, because at inference the pointer writes them. `shifts` gives each
+    episode's augmentation shift (dx, dy) in model pixels, by which its pointer targets move.
 
     The episodes run as one right-padded batch. Both mixers are causal, so the padding after an
     episode's end cannot change its positions. At the practice size, interpreter and kernel-launch
@@ -219,6 +238,9 @@ def episode_losses(model: HoldfastModel, episodes: list[Episode], pixels: list[T
     """
     tok = ByteTokenizer()
     device = model.device
+    vision = model.config.vision
+    subdivision = model.config.pointer_subdivision
+    shifts = shifts or [(0, 0)] * len(episodes)
     # One vision pass for every screenshot of the batch.
     images = model.encode_images(torch.cat(pixels).to(device)).split([len(p) for p in pixels])
 
@@ -226,26 +248,81 @@ def episode_losses(model: HoldfastModel, episodes: list[Episode], pixels: list[T
         return model.embed_tokens(torch.tensor(ids, device=device))
 
     sequences, label_rows = [], []
-    for episode, episode_images in zip(episodes, images):
+    # Pointer targets: (row, query position, first image-token position, class).
+    pointer_targets: list[tuple[int, int, int, int]] = []
+    for row, (episode, episode_images, (dx, dy)) in enumerate(zip(episodes, images, shifts)):
         pieces, labels = [embed(episode.instruction_ids)], [IGNORE_INDEX] * len(episode.instruction_ids)
         for index, action in enumerate(episode.action_ids):
+            image_start = len(labels) + 2
+            action_start = image_start + episode_images.shape[1] + 2
+            labels += [IGNORE_INDEX] * (2 + episode_images.shape[1] + 2) + action
+            if subdivision is not None:
+                action = list(action)
+                content = episode.content[index]
+                for start, end, x, y in coordinate_pairs(episode.actions[index]):
+                    x += dx / (vision.image_width * content[0])
+                    y += dy / (vision.image_height * content[1])
+                    target = point_to_class(x, y, content, vision, subdivision)
+                    # The token before the pair (its "(" or ",") is where the pointer chooses.
+                    pointer_targets.append((row, action_start + start - 1, image_start, target))
+                    labels[action_start + start:action_start + end] = [IGNORE_INDEX] * (end - start)
+                    # Feed the pair as the pointer writes it at inference, the centre of the
+                    # target's sub-cell, so the tokens after it see the digits they will see.
+                    written = tok.encode("{:.3f},{:.3f}".format(*class_to_point(target, content, vision, subdivision)))
+                    action[start:end] = written if len(written) == end - start else action[start:end]
             pieces += [
                 embed([tok.step_id, tok.image_start_id]), episode_images[index],
                 embed([tok.image_end_id, tok.action_start_id]), embed(action),
             ]
-            labels += [IGNORE_INDEX] * (2 + episode_images.shape[1] + 2) + action
         sequences.append(torch.cat(pieces))
         # Position t predicts token t + 1: shift the labels left by one.
         label_rows.append(labels[1:] + [IGNORE_INDEX])
     length = max(len(row) for row in label_rows)
     inputs = torch.nn.utils.rnn.pad_sequence(sequences, batch_first=True)  # (B, L, D), zero padded
     targets = torch.tensor([row + [IGNORE_INDEX] * (length - len(row)) for row in label_rows], device=device)
-    logits = model(inputs_embeds=inputs)
-    token_losses = F.cross_entropy(
-        logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
-    ).view(targets.shape)
+    hidden = model.hidden_states(inputs_embeds=inputs)
+    logits = model.lm_head(hidden)
+    if model.config.copy_instruction:
+        token_losses = _copy_losses(model, episodes, hidden, logits, targets)
+    else:
+        token_losses = F.cross_entropy(
+            logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+        ).view(targets.shape)
+    sums = token_losses.sum(dim=1)
     counts = (targets != IGNORE_INDEX).sum(dim=1)
-    return token_losses.sum(dim=1) / counts.clamp(min=1), int(counts.sum())
+    if pointer_targets:
+        rows, queries, starts, classes = (torch.tensor(column, device=device) for column in zip(*pointer_targets))
+        spans = starts[:, None] + torch.arange(images[0].shape[1], device=device)  # (N, T)
+        pointer_logits = model.point(hidden[rows, queries], model.pointer_keys(hidden[rows[:, None], spans]))
+        pointer_losses = F.cross_entropy(pointer_logits, classes, reduction="none")
+        sums = sums.index_add(0, rows, pointer_losses)
+        counts = counts.index_add(0, rows, torch.ones_like(rows))
+    return sums / counts.clamp(min=1), int(counts.sum())
+
+
+def _copy_losses(model: HoldfastModel, episodes: list[Episode], hidden: Tensor, logits: Tensor, targets: Tensor) -> Tensor:
+    """Negative log-likelihood (B, L) of each target under the copy head's mixed distribution
+    (model.copy); zero where there is no target.
+
+    Each episode's sequence starts with its instruction, so the copy table of row b is the
+    instruction's tokens after <instruction>, keyed by the states at positions 0 .. n - 1.
+    """
+    device = hidden.device
+    lengths = [len(episode.instruction_ids) - 1 for episode in episodes]
+    width = max(lengths)
+    values = torch.tensor(
+        [episode.instruction_ids[1:] + [0] * (width - n) for episode, n in zip(episodes, lengths)], device=device
+    )
+    valid = torch.arange(width, device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
+    keys = model.copy_keys(hidden[:, :width])  # (B, n, K)
+    rows, positions = (targets != IGNORE_INDEX).nonzero(as_tuple=True)
+    wanted = targets[rows, positions]
+    vocabulary = logits[rows, positions].float().log_softmax(-1).gather(1, wanted[:, None]).squeeze(1).exp()
+    attention, gate = model.copy_head(hidden[rows, positions], keys[rows], valid[rows])
+    copied = (attention * (values[rows] == wanted[:, None])).sum(-1)
+    likelihood = gate * vocabulary + (1 - gate) * copied
+    losses = torch.zeros(targets.shape, device=device)
+    return losses.index_put((rows, positions), -torch.log(likelihood.clamp(min=1e-12)))
 
 
 def screenshot_reliance(model: HoldfastModel, episodes: list[Episode], batch_size: int = 16) -> dict:
@@ -368,9 +445,8 @@ def train(data: list[str | Path], out: str | Path, config: TrainConfig, resume: 
             for episode in batch
         ]
         with autocast:
-            losses, total_tokens = episode_losses(
-                model, batch, [augment(episode.pixels, config, generator) for episode in batch]
-            )
+            pixels, shifts = zip(*(augment(episode.pixels, config, generator) for episode in batch))
+            losses, total_tokens = episode_losses(model, batch, list(pixels), list(shifts))
             loss = losses.mean()
         loss.backward()
         total_loss = loss.item()

@@ -166,7 +166,9 @@ def test_policy_predict_without_commit_leaves_history():
 def test_config_state_bytes_matches_session(preset):
     model = make_model(preset)
     session = Session(model)
-    session.feed_tokens(token_ids(150)[0])
+    session.feed_image(torch.zeros(3, model.config.vision.image_height, model.config.vision.image_width))
+    session.feed_tokens(token_ids(150 - session.tokens_seen)[0])
+    assert session.tokens_seen == 150
     assert sum(model.config.state_bytes(150).values()) == session.state_bytes()
 
 
@@ -177,7 +179,8 @@ def test_set_attention_window_bounds_new_sessions():
 
     model.set_attention_window(8)
     bounded = Session(model)
-    bounded.feed_tokens(token_ids(100)[0])
+    bounded.feed_image(torch.zeros(3, model.config.vision.image_height, model.config.vision.image_width))
+    bounded.feed_tokens(token_ids(100 - bounded.tokens_seen)[0])
 
     assert bounded.state_bytes() < unbounded.state_bytes()
     assert sum(model.config.state_bytes(100).values()) == bounded.state_bytes()

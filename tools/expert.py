@@ -175,11 +175,26 @@ def _plan_remember_code(root: DOMElement, fields: dict[str, str], memory: dict[s
     return [("click", _one(root, "code field", id="tt")), ("type", memory["code"]), ("click", submit[0])]
 
 
+def _plan_remember_box(root: DOMElement, fields: dict[str, str], memory: dict[str, str]) -> list[PlanStep]:
+    """Plan the current page of remember-box (a Holdfast task): note which box is marked while
+    the mark is shown, page on with Next, and click that box when the unmarked grid returns."""
+    marked = [element for element in _elements(root) if "marked" in (element.classes or "").split()]
+    if marked:
+        memory["box"] = marked[0].id
+    nexts = _elements(root, id="next")
+    if nexts:
+        return [("click", nexts[0])]
+    if "box" not in memory:
+        raise ExpertError("remember-box: the grid returned but the marked box was never seen")
+    return [("click", _one(root, "remembered box", id=memory["box"]))]
+
+
 # Tasks whose page changes after actions: the expert plans one page at a time, and `memory`
 # keeps what it read on earlier pages for the rest of the episode.
 PagedPlanner = Callable[[DOMElement, dict[str, str], dict[str, str]], list[PlanStep]]
 PAGED_PLANNERS: dict[str, PagedPlanner] = {
     "remember-code": _plan_remember_code,
+    "remember-box": _plan_remember_box,
 }
 EXPERT_TASKS = tuple(PLANNERS) + tuple(PAGED_PLANNERS)
 

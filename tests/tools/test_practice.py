@@ -106,22 +106,27 @@ def test_expert_solves_click_button_and_enter_text(desktop, tmp_path):
             assert len(steps) == (1 if task == "click-button" else 3)
 
 
-def test_expert_solves_memory_task(desktop, tmp_path):
-    """remember-code is kept in this project: the page is served from tools/tasks."""
+def test_expert_solves_memory_tasks(desktop, tmp_path):
+    """remember-code and remember-box are kept in this project: their pages are served from tools/tasks."""
     folder, _ = desktop
     out = tmp_path / "runs"
     completed = _run(
-        ["-m", "agent.cli", "practice", "--runtime-dir", str(folder), "run", "remember-code",
+        ["-m", "agent.cli", "practice", "--runtime-dir", str(folder), "run", "remember-code", "remember-box",
          "--episodes", "2", "--seed", "1000000", "--out", str(out), "--json"]
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     summary = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert summary["per_task"]["remember-code"]["success_rate"] == 1.0, summary["per_task"]
+    for task in ("remember-code", "remember-box"):
+        assert summary["per_task"][task]["success_rate"] == 1.0, summary["per_task"]
     steps = [json.loads(line) for line in (out / "remember-code" / "seed-1000000" / "steps.jsonl").read_text().splitlines()]
     typed = [step for step in steps if step["action"]["kind"] == "type"]
     assert len(typed) == 1
     # The code is typed several steps after the only screen that showed it.
     assert steps.index(typed[0]) >= 4
+    # remember-box: one click on Next per page, then one click on the remembered box.
+    steps = [json.loads(line) for line in (out / "remember-box" / "seed-1000000" / "steps.jsonl").read_text().splitlines()]
+    assert [step["action"]["kind"] for step in steps] == ["click"] * len(steps)
+    assert len(steps) >= 5
 
 
 def test_wrong_clicks_read_non_positive_reward(desktop):

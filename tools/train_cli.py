@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from tools.train import TrainConfig, train
+    from tools.train import TrainConfig, find_trajectories, train
 
     config = TrainConfig(
         preset=args.preset, steps=args.steps, lr=args.lr, episodes_per_step=args.episodes_per_step,
@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.no_augment:
         config.shift_pixels, config.color_jitter, config.text_substitution = 0, 0.0, 0.0
+    # A missing or empty data folder is reported before the model is built and the bar drawn.
+    find_trajectories(args.data)
     console = Console(stderr=True)
     with Progress(
         TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

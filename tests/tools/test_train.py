@@ -260,3 +260,19 @@ def test_copy_head_types_names_it_never_saw(tmp_path):
         policy.observe(Image.new("RGB", (200, 200), "white"))
         copied += policy.predict() == format_action(Type(text=typed))
     assert copied >= 8
+
+
+def test_train_command_names_a_missing_data_folder_before_training(tmp_path):
+    import subprocess
+    import sys
+
+    missing = tmp_path / "no-such-demos"
+    completed = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "train", str(missing), "--preset", "tiny", "--out", str(tmp_path / "out"),
+         "--steps", "2"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 2
+    assert f"{missing}: not found" in completed.stderr
+    assert "loss" not in completed.stderr  # no progress bar was drawn
+    assert not (tmp_path / "out").exists()

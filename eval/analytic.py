@@ -62,9 +62,12 @@ def _mlp_parameters(config: ModelConfig) -> int:
 
 
 def _head_parameters(config: ModelConfig) -> int:
-    pointer = 0 if config.pointer_subdivision is None else config.hidden_size * POINTER_KEY_SIZE * (config.pointer_subdivision**2 + 1)
-    copy = 2 * config.hidden_size * POINTER_KEY_SIZE + config.hidden_size + 1 if config.copy_instruction else 0  # query, key, gate
-    return pointer + copy
+    total = 0
+    if config.pointer_subdivision is not None:
+        total += config.hidden_size * POINTER_KEY_SIZE * (config.pointer_subdivision**2 + 1)  # queries, key
+    if config.copy_instruction:
+        total += 2 * config.hidden_size * POINTER_KEY_SIZE + config.hidden_size + 1  # query, key, gate
+    return total
 
 
 def language_parameters(config: ModelConfig) -> int:

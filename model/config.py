@@ -176,11 +176,14 @@ class ModelConfig(BaseModel):
         return self.model_copy(update={"attention_window": attention_window})
 
     def state_bytes(self, tokens: int, dtype_bytes: int = 4, instruction_tokens: int = 0) -> dict[str, int]:
-        """Per-session state after `tokens` tokens, in bytes: `ssm` and `conv` for the Mamba-2
-        layers, `kv` for the attention layers (bounded by the window), `pointer` for the pointer
-        keys of one screenshot (counted as soon as any token is seen, since a session's first
-        step brings a screenshot), `copy` for the copy head's keys over `instruction_tokens`. The SSM state is float32
-        whatever the model dtype, as Nemotron-H keeps it."""
+        """Return the per-session state after `tokens` tokens, in bytes.
+
+        `ssm` and `conv` are the Mamba-2 layers' states, `kv` the attention layers' caches (bounded
+        by the window). `pointer` is the pointer keys of one screenshot, counted as soon as any
+        token is seen because a session's first step brings a screenshot. `copy` is the copy
+        head's table over `instruction_tokens`. The SSM state is float32 whatever the model
+        dtype, as Nemotron-H keeps it.
+        """
         mamba_layers = self.pattern.count("M")
         attention_layers = self.pattern.count("*")
         kept = tokens if self.attention_window is None else min(tokens, self.attention_window)

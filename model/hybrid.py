@@ -14,10 +14,10 @@ from torch import Tensor, nn
 
 from model.attention import Attention, KVCache
 from model.config import ModelConfig
+from model.copy import CopyHead, mixed_distribution
 from model.mamba2 import Mamba2Mixer, MambaState
 from model.mlp import MLP
 from model.norm import RMSNorm
-from model.copy import CopyHead, mixed_distribution
 from model.pointer import PointerHead
 from model.vision import Projector, VisionEncoder, pixel_shuffle
 

@@ -1,13 +1,13 @@
 """The pointer head: screen coordinates chosen over the current screenshot's image tokens.
 
 A small model trained from scratch does not learn, from a few thousand demonstrations, to turn
-what it sees into a click's decimal digits: the practice models trained that way acted the
-same whatever the screenshot showed. The pointer head
+the screenshot's content into a click's decimal digits: the practice models trained that way
+acted the same whatever the screenshot showed. The pointer head
 instead scores every image token of the current screenshot against a query from the position
 where the coordinates start, the way pointer networks pick an input position. A location on
 screen then is an image token, and the model only has to learn which token matches the
 instruction. Each token's cell is further split into `subdivision` x `subdivision` sub-cells,
-so the answer is one of (tokens x subdivision^2) classes and the point is a sub-cell's centre.
+so the choice is one of (tokens x subdivision^2) classes and the point is a sub-cell's centre.
 
 Coordinates in actions are fractions of the screenshot. The model sees the screenshot scaled
 to fit its input and padded at the right and bottom (`model.vision.image_to_tensor`), so the
@@ -22,7 +22,7 @@ import re
 import torch
 from torch import Tensor, nn
 
-from agent.actions import POINTER_ACTIONS, Action, format_action
+from agent.actions import COORDINATE_DECIMALS, POINTER_ACTIONS, Action, format_action
 from model.config import POINTER_KEY_SIZE, VisionConfig
 
 # One coordinate pair in an action's canonical text, e.g. "0.460,0.700".
@@ -89,6 +89,15 @@ def class_to_point(index: int, content: tuple[float, float], vision: VisionConfi
     x = (column + 0.5) / fine_columns / content[0]
     y = (row + 0.5) / fine_rows / content[1]
     return min(1.0, x), min(1.0, y)
+
+
+def class_to_pair_text(index: int, content: tuple[float, float], vision: VisionConfig, subdivision: int) -> str:
+    """Return the coordinate pair text, e.g. "0.457,0.312", that the pointer writes for a class.
+
+    Training feeds the same text, so the tokens after a pair see the digits they see at run time.
+    """
+    x, y = class_to_point(index, content, vision, subdivision)
+    return f"{x:.{COORDINATE_DECIMALS}f},{y:.{COORDINATE_DECIMALS}f}"
 
 
 def coordinate_pairs(action: Action) -> list[tuple[int, int, float, float]]:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from model.checkpoint import build_model
 from model.hybrid import HoldfastModel
-from model.pointer import class_to_point, content_fraction, expects_pair
+from model.pointer import class_to_pair_text, content_fraction, expects_pair
 from model.session import Session
 from model.tokenizer import ByteTokenizer
 from model.vision import image_to_tensor
@@ -98,8 +98,8 @@ class ModelPolicy:
         while len(ids) < self.max_action_tokens:
             if subdivision is not None and expects_pair(self.tokenizer.decode(ids)):
                 index = int(session.point()[0].argmax())
-                x, y = class_to_point(index, self.content, self.model.config.vision, subdivision)
-                pair = self.tokenizer.encode(f"{x:.3f},{y:.3f}")[: self.max_action_tokens - len(ids)]
+                text = class_to_pair_text(index, self.content, self.model.config.vision, subdivision)
+                pair = self.tokenizer.encode(text)[: self.max_action_tokens - len(ids)]
                 session.feed_tokens(pair)
                 ids += pair
                 continue

@@ -22,6 +22,8 @@ from model.mamba2 import MambaState
 from model.tokenizer import ByteTokenizer
 
 SNAPSHOT_FORMAT = "holdfast-session-v1"
+# Per-row tensors a session keeps next to the model state; snapshots, stack and split carry them.
+_ROW_TENSORS = ("last_logits", "last_hidden", "pointer_keys", "copy_keys", "copy_values")
 
 
 class Session:
@@ -188,7 +190,7 @@ class Session:
                 tensors[f"layers.{i}.{name}"] = tensor.contiguous()
             if isinstance(layer, KVCache):
                 seen[str(i)] = layer.seen
-        for name in ("last_logits", "last_hidden", "pointer_keys", "copy_keys", "copy_values"):
+        for name in _ROW_TENSORS:
             if getattr(self, name) is not None:
                 tensors[name] = getattr(self, name).contiguous()
         metadata = {
@@ -253,7 +255,7 @@ class Session:
                 held = [p.tensors() for p in parts]
                 layer.load(torch.cat([h["k"] for h in held]), torch.cat([h["v"] for h in held]), parts[0].seen)
         batch.state.tokens_seen = first.state.tokens_seen
-        for name in ("last_logits", "last_hidden", "pointer_keys", "copy_keys", "copy_values"):
+        for name in _ROW_TENSORS:
             parts = [getattr(s, name) for s in sessions]
             if all(part is not None for part in parts):
                 setattr(batch, name, torch.cat(parts))
@@ -270,7 +272,7 @@ class Session:
                 elif isinstance(layer, KVCache):
                     single.state.layers[i] = layer.select([row])
             single.state.tokens_seen = self.state.tokens_seen
-            for name in ("last_logits", "last_hidden", "pointer_keys", "copy_keys", "copy_values"):
+            for name in _ROW_TENSORS:
                 if getattr(self, name) is not None:
                     setattr(single, name, getattr(self, name)[row:row + 1].clone())
             sessions.append(single)

@@ -31,7 +31,7 @@ from agent.actions import COORDINATE_DECIMALS, Action, Type, format_action
 from agent.trajectory import TASK_FILE, TrajectoryError, load_trajectory
 from model.checkpoint import build_model, load_model, save_model
 from model.hybrid import HoldfastModel
-from model.pointer import class_to_point, content_fraction, coordinate_pairs, point_to_class
+from model.pointer import class_to_pair_text, content_fraction, coordinate_pairs, point_to_class
 from model.tokenizer import ByteTokenizer
 from model.vision import image_to_tensor
 
@@ -266,10 +266,9 @@ def episode_losses(model: HoldfastModel, episodes: list[Episode], pixels: list[T
                     # The token before the pair (its "(" or ",") is where the pointer chooses.
                     pointer_targets.append((row, action_start + start - 1, image_start, target))
                     labels[action_start + start:action_start + end] = [IGNORE_INDEX] * (end - start)
-                    # Feed the pair as the pointer writes it at inference, the centre of the
-                    # target's sub-cell, so the tokens after it see the digits they will see.
-                    written = tok.encode("{:.3f},{:.3f}".format(*class_to_point(target, content, vision, subdivision)))
-                    action[start:end] = written if len(written) == end - start else action[start:end]
+                    # Feed the pair as the pointer writes it at inference (the centre of the
+                    # target's sub-cell). Both texts have the same fixed width.
+                    action[start:end] = tok.encode(class_to_pair_text(target, content, vision, subdivision))
             pieces += [
                 embed([tok.step_id, tok.image_start_id]), episode_images[index],
                 embed([tok.image_end_id, tok.action_start_id]), embed(action),
@@ -316,10 +315,10 @@ def _copy_losses(model: HoldfastModel, episodes: list[Episode], hidden: Tensor, 
     valid = torch.arange(width, device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
     keys = model.copy_keys(hidden[:, :width])  # (B, n, K)
     rows, positions = (targets != IGNORE_INDEX).nonzero(as_tuple=True)
-    wanted = targets[rows, positions]
-    vocabulary = logits[rows, positions].float().log_softmax(-1).gather(1, wanted[:, None]).squeeze(1).exp()
+    expected = targets[rows, positions]
+    vocabulary = logits[rows, positions].float().log_softmax(-1).gather(1, expected[:, None]).squeeze(1).exp()
     attention, gate = model.copy_head(hidden[rows, positions], keys[rows], valid[rows])
-    copied = (attention * (values[rows] == wanted[:, None])).sum(-1)
+    copied = (attention * (values[rows] == expected[:, None])).sum(-1)
     likelihood = gate * vocabulary + (1 - gate) * copied
     losses = torch.zeros(targets.shape, device=device)
     return losses.index_put((rows, positions), -torch.log(likelihood.clamp(min=1e-12)))

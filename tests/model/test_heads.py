@@ -11,14 +11,16 @@ from agent.actions import Click, Drag, Type, format_action
 from model.config import get_preset
 from model.copy import mixed_distribution
 from model.hybrid import HoldfastModel
-from model.pointer import class_to_point, content_fraction, coordinate_pairs, expects_pair, point_to_class
+from model.pointer import (
+    class_to_pair_text, class_to_point, content_fraction, coordinate_pairs, expects_pair, point_to_class,
+)
 from model.session import Session
 from model.tokenizer import ByteTokenizer
 from model.vision import image_to_tensor, pixel_shuffle
 
 
 @pytest.mark.parametrize("size", [(160, 210), (320, 200), (64, 64)])
-def test_pointer_class_round_trip_is_within_half_a_sub_cell(size):
+def test_pointer_round_trip_within_half_cell(size):
     config = get_preset("practice")
     vision, subdivision = config.vision, config.pointer_subdivision
     content = content_fraction(*size, vision)
@@ -50,6 +52,20 @@ def test_pointer_classes_follow_pixel_shuffle_token_order():
         tokens = pixel_shuffle(brightness, vision.grid_height, vision.grid_width).amax(-1)[0]
         lit = int(tokens.argmax())
         assert point_to_class(x, y, (1.0, 1.0), vision, subdivision) // subdivision**2 == lit
+
+
+def test_pair_text_has_the_action_text_width():
+    """The pointer's text has the width of a formatted pair, so training can splice it in place."""
+    config = get_preset("practice")
+    vision, subdivision = config.vision, config.pointer_subdivision
+    content = content_fraction(160, 210, vision)
+    classes = vision.image_tokens * subdivision**2
+    for index in (0, classes // 2, classes - 1):
+        x, y = class_to_point(index, content, vision, subdivision)
+        text = class_to_pair_text(index, content, vision, subdivision)
+        start, end, _, _ = coordinate_pairs(Click(x=round(x, 3), y=round(y, 3)))[0]
+        assert len(text) == end - start
+        assert text == format_action(Click(x=round(x, 3), y=round(y, 3)))[start:end]
 
 
 def test_coordinate_pairs_locate_the_text_of_each_point():

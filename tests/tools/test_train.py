@@ -262,7 +262,7 @@ def test_copy_head_types_names_it_never_saw(tmp_path):
     assert copied >= 8
 
 
-def test_train_command_names_a_missing_data_folder_before_training(tmp_path):
+def test_train_command_rejects_missing_data(tmp_path):
     import subprocess
     import sys
 

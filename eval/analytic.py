@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from model.config import POINTER_KEY_SIZE, ModelConfig, VisionConfig
+from model.config import CASE_MODES, POINTER_KEY_SIZE, ModelConfig, VisionConfig
 
 # Tokens of one agent step besides the image span and the action: <step> <image> before the
 # image embeddings and </image> <action> after them (model.tokenizer's special tokens).
@@ -67,6 +67,8 @@ def _head_parameters(config: ModelConfig) -> int:
         total += config.hidden_size * POINTER_KEY_SIZE * (config.pointer_subdivision**2 + 1)  # queries, key
     if config.copy_instruction:
         total += 2 * config.hidden_size * POINTER_KEY_SIZE + config.hidden_size + 1  # query, key, gate
+    if config.copy_case:
+        total += (config.hidden_size + 1) * len(CASE_MODES)  # case-mode logits
     return total
 
 

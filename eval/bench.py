@@ -119,7 +119,9 @@ def language_config(preset: str) -> ModelConfig:
     The pointer and copy heads go with it: their cost, small projections per screenshot, per
     instruction and per action token, is not what the benchmark compares.
     """
-    return get_preset(preset).model_copy(update={"vision": None, "pointer_subdivision": None, "copy_instruction": False})
+    return get_preset(preset).model_copy(
+        update={"vision": None, "pointer_subdivision": None, "copy_instruction": False, "copy_case": False}
+    )
 
 
 def engine_config(engine: str, preset: str) -> ModelConfig:

@@ -125,8 +125,13 @@ def _canonical_name(name: str) -> str:
     return name
 
 
-def load_weights(model: HoldfastModel, path: Path, dtype: torch.dtype | None = None) -> None:
-    """Copy every tensor of a safetensors file into the model, checking names, shapes and dtypes."""
+def load_weights(model: HoldfastModel, path: Path, dtype: torch.dtype | None = None,
+                 allow_missing: bool = False) -> list[str]:
+    """Copy every tensor of a safetensors file into the model, checking names, shapes and dtypes.
+
+    Returns the model tensors the file lacks; they are an error unless `allow_missing`, which
+    lets a model with a new head start from an older checkpoint.
+    """
     expected = model.state_dict()
     if model.config.tie_embeddings:
         expected.pop("lm_head.weight", None)
@@ -159,9 +164,10 @@ def load_weights(model: HoldfastModel, path: Path, dtype: torch.dtype | None = N
                 target.copy_(tensor)
             loaded.add(name)
     missing = sorted(set(expected) - loaded)
-    if missing:
+    if missing and not allow_missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise CheckpointError(f"{path}: missing tensors {shown}")
+    return missing
 
 
 def load_model(folder: str | Path, device: str = "cpu", dtype: torch.dtype | None = None) -> HoldfastModel:

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 LAYER_KINDS = {"M": "mamba", "*": "attention", "-": "mlp"}
 # Width of the pointer head's keys (model.pointer): a session keeps one key per image token.
 POINTER_KEY_SIZE = 64
+# The copy head's case modes (model.copy): keep a copied byte, upper-case it or lower-case it.
+CASE_MODES = ("keep", "upper", "lower")
 
 
 class VisionConfig(BaseModel):
@@ -112,6 +114,9 @@ class ModelConfig(BaseModel):
     # in a pointer-generator network, so typed text comes from the instruction rather than
     # being recalled. Needs byte tokens; a published checkpoint has none.
     copy_instruction: bool = False
+    # The copy head may also upper- or lower-case the ASCII letters it copies (model.copy), for
+    # tasks that ask for the instruction's text in another case.
+    copy_case: bool = False
 
     @field_validator("pattern")
     @classmethod
@@ -141,6 +146,8 @@ class ModelConfig(BaseModel):
             raise ValueError("vision.projector_hidden must be positive")
         if self.pointer_subdivision is not None and self.vision is None:
             raise ValueError("pointer_subdivision needs a vision encoder: the pointer head points at image tokens")
+        if self.copy_case and not self.copy_instruction:
+            raise ValueError("copy_case needs copy_instruction: case modes belong to the copy head")
         return self
 
     @property
@@ -221,6 +228,7 @@ def _tiny() -> ModelConfig:
         ),
         pointer_subdivision=2,
         copy_instruction=True,
+        copy_case=True,
     )
 
 
@@ -250,6 +258,7 @@ def _practice() -> ModelConfig:
         # on the practice desktop, finer than a MiniWoB++ checkbox.
         pointer_subdivision=4,
         copy_instruction=True,
+        copy_case=True,
     )
 
 

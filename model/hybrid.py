@@ -107,7 +107,7 @@ class HoldfastModel(nn.Module):
         if config.pointer_subdivision is not None:
             self.point_head = PointerHead(config.hidden_size, config.pointer_subdivision)
         if config.copy_instruction:
-            self.copy_head = CopyHead(config.hidden_size)
+            self.copy_head = CopyHead(config.hidden_size, vocab_size=config.vocab_size if config.copy_case else None)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -229,7 +229,7 @@ class HoldfastModel(nn.Module):
                            mask: Tensor | None = None) -> Tensor:
         """(N, V) next-token probabilities mixing the lm_head's logits with copies from `values`."""
         attention, gate = self.copy_head(hidden, keys, mask)
-        return mixed_distribution(logits, attention, gate, values)
+        return mixed_distribution(logits, attention, gate, self.copy_head.sources(values))
 
     def point(self, query_hidden: Tensor, keys: Tensor) -> Tensor:
         """Pointer logits (N, image_tokens * subdivision^2) over `pointer_keys`; see model.pointer."""

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from agent.actions import COORDINATE_DECIMALS, Action, Type, format_action
 from agent.trajectory import TASK_FILE, TrajectoryError, load_trajectory
-from model.checkpoint import build_model, load_model, save_model
+from model.checkpoint import WEIGHTS_FILE, build_model, load_model, load_weights, save_model
 from model.hybrid import HoldfastModel
 from model.pointer import class_to_pair_text, content_fraction, coordinate_pairs, point_to_class
 from model.tokenizer import ByteTokenizer
@@ -72,6 +72,9 @@ class TrainConfig:
     # read 10-pixel text, so it must copy from the instruction tokens. Fresh strings keep it
     # from memorising the names in the training episodes.
     text_substitution: float = 0.5
+    # A model folder whose weights start the run instead of a random initialisation (a fresh
+    # optimiser and schedule). Tensors it lacks, such as a head added since, start at random.
+    init: str | None = None
 
 
 @dataclass
@@ -318,7 +321,7 @@ def _copy_losses(model: HoldfastModel, episodes: list[Episode], hidden: Tensor, 
     expected = targets[rows, positions]
     vocabulary = logits[rows, positions].float().log_softmax(-1).gather(1, expected[:, None]).squeeze(1).exp()
     attention, gate = model.copy_head(hidden[rows, positions], keys[rows], valid[rows])
-    copied = (attention * (values[rows] == expected[:, None])).sum(-1)
+    copied = (attention * (model.copy_head.sources(values[rows]) == expected[:, None])).sum(-1)
     likelihood = gate * vocabulary + (1 - gate) * copied
     losses = torch.zeros(targets.shape, device=device)
     return losses.index_put((rows, positions), -torch.log(likelihood.clamp(min=1e-12)))
@@ -410,6 +413,14 @@ def train(data: list[str | Path], out: str | Path, config: TrainConfig, resume: 
     torch.manual_seed(config.seed)
     resuming = resume and (out / TRAINER_INFO_FILE).is_file()
     model = load_model(out, device=config.device) if resuming else build_model(config.preset, device=config.device, seed=config.seed)
+    fresh: list[str] = []
+    if config.init is not None and not resuming:
+        weights = Path(config.init) / WEIGHTS_FILE
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights}: not found; --init needs a model folder with {WEIGHTS_FILE}")
+        fresh = load_weights(model, weights, allow_missing=True)
+        if fresh:
+            logger.info("starting from %s; %d tensors it lacks start at random: %s", config.init, len(fresh), ", ".join(fresh))
     model.train()
     episodes, problems = load_episodes(data, model, config.coordinate_decimals)
     for problem in problems:
@@ -469,4 +480,6 @@ def train(data: list[str | Path], out: str | Path, config: TrainConfig, resume: 
         "first_loss": history[0]["loss"] if history else None,
         "seconds": round(elapsed, 1),
         "out": str(out),
+        "init": config.init,
+        "fresh_tensors": fresh,
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser):
@@ -25,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser):
         help=f"round demonstrated coordinates to this many decimals (default {defaults.coordinate_decimals}; 3 keeps them)",
     )
     parser.add_argument("--no-augment", action="store_true", help="turn off pixel shift, colour jitter and text substitution")
+    parser.add_argument("--init", metavar="MODEL_DIR", help="start from this model folder's weights instead of random ones (fresh optimiser; new heads start at random)")
     parser.add_argument("--resume", action="store_true", help="continue from the trainer state in --out")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return run
@@ -39,12 +41,17 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         preset=args.preset, steps=args.steps, lr=args.lr, episodes_per_step=args.episodes_per_step,
         seed=args.seed, save_every=args.save_every, device=args.device, bf16=args.bf16,
-        coordinate_decimals=args.coordinate_decimals,
+        coordinate_decimals=args.coordinate_decimals, init=args.init,
     )
     if args.no_augment:
         config.shift_pixels, config.color_jitter, config.text_substitution = 0, 0.0, 0.0
     # A missing or empty data folder is reported before the model is built and the bar drawn.
     find_trajectories(args.data)
+    if args.init is not None:
+        from model.checkpoint import read_config
+
+        # A missing or unreadable --init folder is named before the model is built.
+        read_config(Path(args.init))
     console = Console(stderr=True)
     with Progress(
         TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -9,7 +9,7 @@ from PIL import Image
 
 from agent.actions import Click, Drag, Type, format_action
 from model.config import get_preset
-from model.copy import mixed_distribution
+from model.copy import CopyHead, mixed_distribution
 from model.hybrid import HoldfastModel
 from model.pointer import (
     class_to_pair_text, class_to_point, content_fraction, coordinate_pairs, expects_pair, point_to_class,
@@ -123,6 +123,25 @@ def test_mixed_distribution_puts_copy_mass_on_copied_tokens():
     vocabulary = logits.softmax(-1)
     torch.testing.assert_close(mixed[0, 3], 0.25 * vocabulary[0, 3] + 0.75)
     torch.testing.assert_close(mixed[1], torch.zeros(10).index_add(0, values[1], attention[1]))
+
+
+def test_case_modes_move_copy_mass_to_changed_letters():
+    head = CopyHead(hidden_size=8, key_size=4, vocab_size=272)
+    values = torch.tensor([[ord("a"), ord("B"), ord("7")]])
+    assert head.sources(values).tolist() == [[ord("a"), ord("B"), ord("7"), ord("A"), ord("B"), ord("7"),
+                                              ord("a"), ord("b"), ord("7")]]
+    with torch.no_grad():
+        head.case.weight.zero_()
+        head.case.bias.copy_(torch.tensor([0.0, 20.0, 0.0]))  # nearly all weight on upper case
+        head.gate.weight.zero_()
+        head.gate.bias.fill_(-20.0)  # nearly all weight on the copy side
+    hidden, keys = torch.randn(1, 8), torch.randn(1, 3, 4)
+    with torch.no_grad():
+        attention, gate = head(hidden, keys, mask=torch.tensor([[True, False, False]]))
+        mixed = mixed_distribution(torch.zeros(1, 272), attention, gate, head.sources(values))
+    torch.testing.assert_close(mixed.sum(-1), torch.ones(1))
+    assert float(mixed[0, ord("A")]) > 0.99
+    assert float(mixed[0, ord("a")]) < 0.01
 
 
 def test_session_copy_table_holds_the_instruction():

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from agent.actions import Click, Done, Drag, Type, format_action, parse_action
 from agent.trajectory import TrajectoryRecorder, new_task_info
-from model.checkpoint import build_model, load_model
+from model.checkpoint import CheckpointError, build_model, load_model, save_model
 from model.policy import ModelPolicy
 from model.tokenizer import ByteTokenizer
 from tools.train import (
@@ -235,31 +235,73 @@ def test_pointer_head_learns_to_click_what_it_sees(tmp_path):
     assert hits >= 14
 
 
-def test_copy_head_types_names_it_never_saw(tmp_path):
-    """Trained on 32 episodes that type the quoted name, the tiny model types new names."""
-    rng = random.Random(0)
-
-    def name():
-        return rng.choice(string.ascii_uppercase) + "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 6)))
-
-    for episode in range(32):
-        typed = name()
-        task = new_task_info(f'Enter "{typed}" into the field.', (200, 200), "scripted")
+def typed_correctly(tmp_path, example, episodes, steps):
+    """Train the tiny model on `episodes` one-step typing episodes from `example()` (an
+    instruction and the text typed for it), then count exact actions on 20 new examples."""
+    for episode in range(episodes):
+        instruction, typed = example()
+        task = new_task_info(instruction, (200, 200), "scripted")
         with TrajectoryRecorder(tmp_path / "data" / f"episode_{episode}", task) as recorder:
             recorder.record_step(Image.new("RGB", (200, 200), "white"), action_text="", action=Type(text=typed), observed_at=time.time())
             recorder.finish("success")
-    config = TrainConfig(preset="tiny", steps=150, lr=3e-3, warmup=2, episodes_per_step=4, save_every=150, seed=1,
+    config = TrainConfig(preset="tiny", steps=steps, lr=3e-3, warmup=2, episodes_per_step=4, save_every=steps, seed=1,
                          text_substitution=0.0)
     train([tmp_path / "data"], tmp_path / "out", config)
 
     policy = ModelPolicy(load_model(tmp_path / "out"))
-    copied = 0
+    correct = 0
     for _ in range(20):
-        typed = name()
-        policy.start(f'Enter "{typed}" into the field.')
+        instruction, typed = example()
+        policy.start(instruction)
         policy.observe(Image.new("RGB", (200, 200), "white"))
-        copied += policy.predict() == format_action(Type(text=typed))
-    assert copied >= 8
+        correct += policy.predict() == format_action(Type(text=typed))
+    return correct
+
+
+def test_copy_head_types_names_it_never_saw(tmp_path):
+    """Trained on 32 episodes that type the quoted name, the tiny model types new names."""
+    rng = random.Random(0)
+
+    def example():
+        typed = rng.choice(string.ascii_uppercase) + "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 6)))
+        return f'Enter "{typed}" into the field.', typed
+
+    assert typed_correctly(tmp_path, example, episodes=32, steps=150) >= 8
+
+
+def test_copy_head_changes_case(tmp_path):
+    """Trained on 48 episodes that type the quoted name in the case the instruction names,
+    the tiny model types new names in that case."""
+    rng = random.Random(0)
+
+    def example():
+        name = rng.choice(string.ascii_uppercase) + "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 6)))
+        case = rng.choice(["upper", "lower"])
+        return f'Type "{name}" in all {case} case letters.', name.upper() if case == "upper" else name.lower()
+
+    assert typed_correctly(tmp_path, example, episodes=48, steps=200) >= 8
+
+
+def test_init_fills_missing_head(tmp_path):
+    """`init` copies every tensor the older checkpoint has and names the ones it lacks."""
+    data = tmp_path / "data"
+    write_demonstrations(data, count=2)
+    older = build_model("tiny", seed=5)
+    older.config = older.config.model_copy(update={"copy_case": False})
+    del older.copy_head.case
+    older.copy_head.case = None
+    save_model(older, tmp_path / "older")
+    config = TrainConfig(preset="tiny", steps=1, lr=0.0, warmup=1, episodes_per_step=1, save_every=1, init=str(tmp_path / "older"))
+    summary = train([data], tmp_path / "out", config)
+    assert summary["fresh_tensors"] == ["copy_head.case.bias", "copy_head.case.weight"]
+    trained = load_model(tmp_path / "out")
+    torch.testing.assert_close(trained.lm_head.weight, older.lm_head.weight)
+    assert trained.config.copy_case
+
+    mismatched = build_model("practice", seed=0)
+    save_model(mismatched, tmp_path / "practice")
+    with pytest.raises(CheckpointError, match="has shape"):
+        train([data], tmp_path / "out2", TrainConfig(preset="tiny", steps=1, init=str(tmp_path / "practice")))
 
 
 def test_train_command_rejects_missing_data(tmp_path):
@@ -275,4 +317,20 @@ def test_train_command_rejects_missing_data(tmp_path):
     assert completed.returncode == 2
     assert f"{missing}: not found" in completed.stderr
     assert "loss" not in completed.stderr  # no progress bar was drawn
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_rejects_missing_init(tmp_path):
+    import subprocess
+    import sys
+
+    write_demonstrations(tmp_path / "data", count=1)
+    missing = tmp_path / "no-such-model"
+    completed = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "train", str(tmp_path / "data"), "--preset", "tiny", "--out",
+         str(tmp_path / "out"), "--steps", "2", "--init", str(missing)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 2
+    assert f"{missing / 'config.json'}: missing" in completed.stderr
     assert not (tmp_path / "out").exists()

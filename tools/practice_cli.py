@@ -207,6 +207,8 @@ def _provenance(args: argparse.Namespace, out: Path, session) -> dict:
             "first_seed": args.seed,
             "policy": args.policy,
             "model": args.model,
+            # "config" keeps the model's own window; record has no model, so no window.
+            "attention_window": getattr(args, "attention_window", None),
             "max_steps": args.max_steps,
             "episode_seconds": args.episode_seconds,
             "mapping": None if session is None or session.mapping is None else vars(session.mapping),

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from agent.actions import COORDINATE_DECIMALS, Action, Type, format_action
 from agent.trajectory import TASK_FILE, TrajectoryError, load_trajectory
-from model.checkpoint import WEIGHTS_FILE, build_model, load_model, load_weights, save_model
+from model.checkpoint import WEIGHTS_FILE, build_model, load_model, load_weights, read_config, save_model
 from model.hybrid import HoldfastModel
 from model.pointer import class_to_pair_text, content_fraction, coordinate_pairs, point_to_class
 from model.tokenizer import ByteTokenizer
@@ -401,6 +401,35 @@ def _load_trainer_state(out: Path, optimizer: torch.optim.Optimizer, generator: 
     return info["step"], order_rng, info["history"]
 
 
+# Configuration fields that may differ between an --init folder and the preset: the name, the
+# attention window (no weights depend on it) and the heads, whose missing tensors start at random.
+_INIT_TOLERATED_FIELDS = ("name", "attention_window", "pointer_subdivision", "copy_instruction", "copy_case")
+
+
+def _load_init(model: HoldfastModel, folder: Path) -> list[str]:
+    """Copy an --init model folder's weights into `model` and return the tensors it lacks."""
+    stored, _ = read_config(folder)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: not found; --init needs a model folder with {WEIGHTS_FILE}")
+    preset = model.config
+    differing = [
+        f"{name} ({getattr(stored, name)!r} there, {getattr(preset, name)!r} in the preset)"
+        for name in type(preset).model_fields
+        if name not in _INIT_TOLERATED_FIELDS and getattr(stored, name) != getattr(preset, name)
+    ]
+    if differing:
+        raise ValueError(
+            f"{folder}: invalid --init model: a {stored.name!r} model that differs from preset {preset.name!r} in "
+            f"{', '.join(differing)}; pass the --preset it was trained with"
+        )
+    fresh = load_weights(model, weights, allow_missing=True)
+    logger.info("starting from the weights in %s", folder)
+    if fresh:
+        logger.info("%d tensors the folder lacks start at random: %s", len(fresh), ", ".join(fresh))
+    return fresh
+
+
 def train(data: list[str | Path], out: str | Path, config: TrainConfig, resume: bool = False, progress=None) -> dict:
     """Train and return a summary; checkpoints go to `out` (model folder plus trainer state)."""
     decimals = config.coordinate_decimals
@@ -409,24 +438,20 @@ def train(data: list[str | Path], out: str | Path, config: TrainConfig, resume: 
     if config.episodes_per_step < 1:
         raise ValueError(f"invalid episodes_per_step {config.episodes_per_step}: use 1 or more")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     resuming = resume and (out / TRAINER_INFO_FILE).is_file()
     model = load_model(out, device=config.device) if resuming else build_model(config.preset, device=config.device, seed=config.seed)
     fresh: list[str] = []
     if config.init is not None and not resuming:
-        weights = Path(config.init) / WEIGHTS_FILE
-        if not weights.is_file():
-            raise FileNotFoundError(f"{weights}: not found; --init needs a model folder with {WEIGHTS_FILE}")
-        fresh = load_weights(model, weights, allow_missing=True)
-        if fresh:
-            logger.info("starting from %s; %d tensors it lacks start at random: %s", config.init, len(fresh), ", ".join(fresh))
+        fresh = _load_init(model, Path(config.init))
     model.train()
     episodes, problems = load_episodes(data, model, config.coordinate_decimals)
     for problem in problems:
         logger.warning("skipped: %s", problem)
     if not episodes:
         raise ValueError(f"no usable episodes in {', '.join(map(str, data))}")
+    # Created only now, so that bad settings, an unusable --init or empty data leave nothing behind.
+    out.mkdir(parents=True, exist_ok=True)
 
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]

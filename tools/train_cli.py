@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser):
 
     defaults = TrainConfig()
     parser.add_argument("data", nargs="+", metavar="DATA_DIR", help="trajectory folders, or folders that contain them")
-    parser.add_argument("--preset", default=defaults.preset, help="model preset to train from scratch (default practice; practice-transformer for the twin)")
+    parser.add_argument("--preset", default=defaults.preset, help="model preset to train (default practice; practice-transformer for the twin); with --init, the preset of that folder")
     parser.add_argument("--out", required=True, help="output model folder (config.json, model.safetensors, trainer state)")
     parser.add_argument("--steps", type=int, default=defaults.steps, help=f"optimiser steps (default {defaults.steps})")
     parser.add_argument("--lr", type=float, default=defaults.lr, help=f"peak learning rate (default {defaults.lr})")
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from tools.train import TrainConfig, find_trajectories, train
+    from tools.train import TRAINER_INFO_FILE, TrainConfig, find_trajectories, train
 
     config = TrainConfig(
         preset=args.preset, steps=args.steps, lr=args.lr, episodes_per_step=args.episodes_per_step,
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         config.shift_pixels, config.color_jitter, config.text_substitution = 0, 0.0, 0.0
     # A missing or empty data folder is reported before the model is built and the bar drawn.
     find_trajectories(args.data)
-    if args.init is not None:
+    if args.init is not None and not (args.resume and (Path(args.out) / TRAINER_INFO_FILE).is_file()):
         from model.checkpoint import read_config
 
         # A missing or unreadable --init folder is named before the model is built.
@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        console.print(f"trained {summary['steps']} steps on {summary['episodes']} episodes in {summary['seconds']} s; "
+        started = f" from {summary['init']}" if summary["init"] else ""
+        console.print(f"trained {summary['steps']} steps{started} on {summary['episodes']} episodes in {summary['seconds']} s; "
                       f"loss {summary['first_loss']} -> {summary['final_loss']}; model in {summary['out']}")
     return 0

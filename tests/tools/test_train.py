@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from agent.actions import Click, Done, Drag, Type, format_action, parse_action
 from agent.trajectory import TrajectoryRecorder, new_task_info
-from model.checkpoint import CheckpointError, build_model, load_model, save_model
+from model.checkpoint import build_model, load_model, save_model
 from model.policy import ModelPolicy
 from model.tokenizer import ByteTokenizer
 from tools.train import (
@@ -300,8 +300,9 @@ def test_init_fills_missing_head(tmp_path):
 
     mismatched = build_model("practice", seed=0)
     save_model(mismatched, tmp_path / "practice")
-    with pytest.raises(CheckpointError, match="has shape"):
+    with pytest.raises(ValueError, match="invalid --init model: a 'practice' model that differs from preset 'tiny' in .*hidden_size"):
         train([data], tmp_path / "out2", TrainConfig(preset="tiny", steps=1, init=str(tmp_path / "practice")))
+    assert not (tmp_path / "out2").exists()
 
 
 def test_train_command_rejects_missing_data(tmp_path):

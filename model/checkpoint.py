@@ -129,8 +129,8 @@ def load_weights(model: HoldfastModel, path: Path, dtype: torch.dtype | None = N
                  allow_missing: bool = False) -> list[str]:
     """Copy every tensor of a safetensors file into the model, checking names, shapes and dtypes.
 
-    Returns the model tensors the file lacks; they are an error unless `allow_missing`, which
-    lets a model with a new head start from an older checkpoint.
+    Returns the model tensors the file lacks. They raise CheckpointError unless `allow_missing`
+    is set, so that a model with a new head can start from an older checkpoint.
     """
     expected = model.state_dict()
     if model.config.tie_embeddings:

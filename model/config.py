@@ -147,7 +147,10 @@ class ModelConfig(BaseModel):
         if self.pointer_subdivision is not None and self.vision is None:
             raise ValueError("pointer_subdivision needs a vision encoder: the pointer head points at image tokens")
         if self.copy_case and not self.copy_instruction:
-            raise ValueError("copy_case needs copy_instruction: case modes belong to the copy head")
+            raise ValueError(
+                "invalid copy_case=True without copy_instruction: case modes belong to the copy head; "
+                "set copy_instruction=True or copy_case=False"
+            )
         return self
 
     @property

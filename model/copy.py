@@ -55,12 +55,9 @@ class CopyHead(nn.Module):
             self.case = nn.Linear(hidden_size, len(CASE_MODES))
             self.register_buffer("case_maps", case_maps(vocab_size), persistent=False)
 
-    @property
-    def modes(self) -> int:
-        return 1 if self.case is None else len(CASE_MODES)
-
     def sources(self, values: Tensor) -> Tensor:
-        """(..., n) token ids of the copy table -> (..., modes * n) ids each attention entry copies."""
+        """(..., n) token ids of the copy table -> (..., modes * n) ids each attention entry copies,
+        one mode with case modes off."""
         if self.case is None:
             return values
         return self.case_maps[:, values].movedim(0, -2).flatten(-2)

@@ -30,6 +30,7 @@ from torch import Tensor
 from agent.actions import COORDINATE_DECIMALS, Action, Type, format_action
 from agent.trajectory import TASK_FILE, TrajectoryError, load_trajectory
 from model.checkpoint import WEIGHTS_FILE, build_model, load_model, load_weights, read_config, save_model
+from model.config import ModelConfig
 from model.hybrid import HoldfastModel
 from model.pointer import class_to_pair_text, content_fraction, coordinate_pairs, point_to_class
 from model.tokenizer import ByteTokenizer
@@ -406,13 +407,17 @@ def _load_trainer_state(out: Path, optimizer: torch.optim.Optimizer, generator: 
 _INIT_TOLERATED_FIELDS = ("name", "attention_window", "pointer_subdivision", "copy_instruction", "copy_case")
 
 
-def _load_init(model: HoldfastModel, folder: Path) -> list[str]:
-    """Copy an --init model folder's weights into `model` and return the tensors it lacks."""
+def resumes(out: Path, resume: bool) -> bool:
+    """Return whether a run resumes: `resume` is set and `out` has a saved trainer state."""
+    return resume and (out / TRAINER_INFO_FILE).is_file()
+
+
+def check_init(folder: Path, preset: ModelConfig) -> None:
+    """Raise if the --init model folder is missing, unreadable or of another preset."""
     stored, _ = read_config(folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: not found; --init needs a model folder with {WEIGHTS_FILE}")
-    preset = model.config
     differing = [
         f"{name} ({getattr(stored, name)!r} there, {getattr(preset, name)!r} in the preset)"
         for name in type(preset).model_fields
@@ -423,7 +428,12 @@ def _load_init(model: HoldfastModel, folder: Path) -> list[str]:
             f"{folder}: invalid --init model: a {stored.name!r} model that differs from preset {preset.name!r} in "
             f"{', '.join(differing)}; pass the --preset it was trained with"
         )
-    fresh = load_weights(model, weights, allow_missing=True)
+
+
+def _load_init(model: HoldfastModel, folder: Path) -> list[str]:
+    """Copy an --init model folder's weights into `model` and return the tensors it lacks."""
+    check_init(folder, model.config)
+    fresh = load_weights(model, folder / WEIGHTS_FILE, allow_missing=True)
     logger.info("starting from the weights in %s", folder)
     if fresh:
         logger.info("%d tensors the folder lacks start at random: %s", len(fresh), ", ".join(fresh))
@@ -439,7 +449,7 @@ def train(data: list[str | Path], out: str | Path, config: TrainConfig, resume: 
         raise ValueError(f"invalid episodes_per_step {config.episodes_per_step}: use 1 or more")
     out = Path(out)
     torch.manual_seed(config.seed)
-    resuming = resume and (out / TRAINER_INFO_FILE).is_file()
+    resuming = resumes(out, resume)
     model = load_model(out, device=config.device) if resuming else build_model(config.preset, device=config.device, seed=config.seed)
     fresh: list[str] = []
     if config.init is not None and not resuming:

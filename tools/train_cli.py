@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from tools.train import TRAINER_INFO_FILE, TrainConfig, find_trajectories, train
+    from tools.train import TrainConfig, check_init, find_trajectories, resumes, train
 
     config = TrainConfig(
         preset=args.preset, steps=args.steps, lr=args.lr, episodes_per_step=args.episodes_per_step,
@@ -47,11 +47,11 @@ def run(args: argparse.Namespace) -> int:
         config.shift_pixels, config.color_jitter, config.text_substitution = 0, 0.0, 0.0
     # A missing or empty data folder is reported before the model is built and the bar drawn.
     find_trajectories(args.data)
-    if args.init is not None and not (args.resume and (Path(args.out) / TRAINER_INFO_FILE).is_file()):
-        from model.checkpoint import read_config
+    if args.init is not None and not resumes(Path(args.out), args.resume):
+        from model.config import get_preset
 
-        # A missing or unreadable --init folder is named before the model is built.
-        read_config(Path(args.init))
+        # A missing, unreadable or mismatched --init folder is named before the model is built.
+        check_init(Path(args.init), get_preset(args.preset))
     console = Console(stderr=True)
     with Progress(
         TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -125,7 +125,7 @@ def test_mixed_distribution_puts_copy_mass_on_copied_tokens():
     torch.testing.assert_close(mixed[1], torch.zeros(10).index_add(0, values[1], attention[1]))
 
 
-def test_case_modes_move_copy_mass_to_changed_letters():
+def test_case_modes_move_copy_mass():
     head = CopyHead(hidden_size=8, key_size=4, vocab_size=272)
     values = torch.tensor([[ord("a"), ord("B"), ord("7")]])
     assert head.sources(values).tolist() == [[ord("a"), ord("B"), ord("7"), ord("A"), ord("B"), ord("7"),

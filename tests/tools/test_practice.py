@@ -79,6 +79,19 @@ def _run(arguments: list[str]) -> subprocess.CompletedProcess:
     )
 
 
+def _practice(folder: Path, *arguments: str) -> subprocess.CompletedProcess:
+    """Run `holdfast practice` against the test desktop in `folder`."""
+    return _run(["-m", "agent.cli", "practice", "--runtime-dir", str(folder), *arguments])
+
+
+def _practice_summary(folder: Path, *arguments: str) -> dict:
+    """Run `holdfast practice ... --json`, check that it succeeded and return its summary."""
+    completed = _practice(folder, *arguments, "--json")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    # The summary is the last line: agent.cli's log handler also writes to stdout.
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
 def test_start_twice_reuses_browser(desktop):
     folder, state = desktop
     again, started = start_desktop(folder)
@@ -90,13 +103,9 @@ def test_start_twice_reuses_browser(desktop):
 def test_expert_solves_click_button_and_enter_text(desktop, tmp_path):
     folder, _ = desktop
     out = tmp_path / "runs"
-    completed = _run(
-        ["-m", "agent.cli", "practice", "--runtime-dir", str(folder), "run", "click-button", "enter-text",
-         "--episodes", "3", "--seed", "1000000", "--out", str(out), "--json"]
+    summary = _practice_summary(
+        folder, "run", "click-button", "enter-text", "--episodes", "3", "--seed", "1000000", "--out", str(out)
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    # The summary is the last line: agent.cli's log handler also writes to stdout.
-    summary = json.loads(completed.stdout.strip().splitlines()[-1])
     assert summary["episodes"] == 6
     for task in ("click-button", "enter-text"):
         assert summary["per_task"][task]["success_rate"] == 1.0, summary["per_task"][task]
@@ -113,12 +122,9 @@ def test_expert_solves_memory_tasks(desktop, tmp_path):
     """remember-code and remember-box are kept in this project: their pages are served from tools/tasks."""
     folder, _ = desktop
     out = tmp_path / "runs"
-    completed = _run(
-        ["-m", "agent.cli", "practice", "--runtime-dir", str(folder), "run", "remember-code", "remember-box",
-         "--episodes", "2", "--seed", "1000000", "--out", str(out), "--json"]
+    summary = _practice_summary(
+        folder, "run", "remember-code", "remember-box", "--episodes", "2", "--seed", "1000000", "--out", str(out)
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    summary = json.loads(completed.stdout.strip().splitlines()[-1])
     for task in ("remember-code", "remember-box"):
         assert summary["per_task"][task]["success_rate"] == 1.0, summary["per_task"]
     steps = [json.loads(line) for line in (out / "remember-code" / "seed-1000000" / "steps.jsonl").read_text().splitlines()]
@@ -159,9 +165,8 @@ def test_wrong_clicks_read_non_positive_reward(desktop):
 
 def test_record_rejects_evaluation_seeds(desktop, tmp_path):
     folder, _ = desktop
-    completed = _run(
-        ["-m", "agent.cli", "practice", "--runtime-dir", str(folder), "record", "click-test",
-         "--episodes", "2", "--seed", "999999", "--out", str(tmp_path / "demos")]
+    completed = _practice(
+        folder, "record", "click-test", "--episodes", "2", "--seed", "999999", "--out", str(tmp_path / "demos")
     )
     assert completed.returncode == 2
     assert "evaluation range" in completed.stdout + completed.stderr
@@ -204,12 +209,9 @@ def test_shipped_model_solves_click_test(desktop, tmp_path):
     assert default_model() == str(SHIPPED_MODEL)
     folder, _ = desktop
     out = tmp_path / "runs"
-    completed = _run(
-        ["-m", "agent.cli", "practice", "--runtime-dir", str(folder), "run", "click-test",
-         "--episodes", "3", "--seed", "1000000", "--policy", "model", "--out", str(out), "--json"]
+    summary = _practice_summary(
+        folder, "run", "click-test", "--episodes", "3", "--seed", "1000000", "--policy", "model", "--out", str(out)
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    summary = json.loads(completed.stdout.strip().splitlines()[-1])
     assert summary["episodes"] == 3
     # The checkpoint solves 50 of 50 held-out click-test episodes, these 3 among them.
     assert summary["per_task"]["click-test"]["successes"] == 3, summary["per_task"]
@@ -227,11 +229,9 @@ def test_shipped_model_reads_the_screen(desktop, tmp_path):
 
     folder, _ = desktop
     out = tmp_path / "demos"
-    completed = _run(
-        ["-m", "agent.cli", "practice", "--runtime-dir", str(folder), "record", "click-test", "click-test-2",
-         "--episodes", "4", "--seed", "500000", "--out", str(out), "--json"]
+    _practice_summary(
+        folder, "record", "click-test", "click-test-2", "--episodes", "4", "--seed", "500000", "--out", str(out)
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
     model = load_model(SHIPPED_MODEL, dtype=torch.float32)
     episodes, problems = load_episodes([out], model, coordinate_decimals=2)
     assert not problems

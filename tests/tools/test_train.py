@@ -335,3 +335,14 @@ def test_train_rejects_missing_init(tmp_path):
     assert completed.returncode == 2
     assert f"{missing / 'config.json'}: missing" in completed.stderr
     assert not (tmp_path / "out").exists()
+
+    save_model(build_model("tiny"), tmp_path / "tiny")
+    completed = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "train", str(tmp_path / "data"), "--preset", "practice", "--out",
+         str(tmp_path / "out"), "--steps", "2", "--init", str(tmp_path / "tiny")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 2
+    assert "invalid --init model: a 'tiny' model that differs from preset 'practice'" in completed.stderr
+    assert "loss" not in completed.stderr  # no progress bar was drawn
+    assert not (tmp_path / "out").exists()

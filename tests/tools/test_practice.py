@@ -122,10 +122,9 @@ def test_expert_solves_memory_tasks(desktop, tmp_path):
     """remember-code and remember-box are kept in this project: their pages are served from tools/tasks."""
     folder, _ = desktop
     out = tmp_path / "runs"
-    summary = _practice_summary(
-        folder, "run", "remember-code", "remember-box", "--episodes", "2", "--seed", "1000000", "--out", str(out)
-    )
-    for task in ("remember-code", "remember-box"):
+    memory_tasks = ("remember-code", "remember-box", "remember-box-1")
+    summary = _practice_summary(folder, "run", *memory_tasks, "--episodes", "2", "--seed", "1000000", "--out", str(out))
+    for task in memory_tasks:
         assert summary["per_task"][task]["success_rate"] == 1.0, summary["per_task"]
     steps = [json.loads(line) for line in (out / "remember-code" / "seed-1000000" / "steps.jsonl").read_text().splitlines()]
     typed = [step for step in steps if step["action"]["kind"] == "type"]
@@ -136,6 +135,9 @@ def test_expert_solves_memory_tasks(desktop, tmp_path):
     steps = [json.loads(line) for line in (out / "remember-box" / "seed-1000000" / "steps.jsonl").read_text().splitlines()]
     assert [step["action"]["kind"] for step in steps] == ["click"] * len(steps)
     assert len(steps) >= 5
+    # remember-box-1 is the same page with one page between mark and grid, set by its file name.
+    short = (out / "remember-box-1" / "seed-1000000" / "steps.jsonl").read_text().splitlines()
+    assert len(short) == len(steps) - 2
 
 
 def test_wrong_clicks_read_non_positive_reward(desktop):

@@ -19,6 +19,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("bench", "Compare throughput and memory of hybrid and Transformer engines", "eval.bench_cli:add_arguments"),
     ("practice", "Practice desktop: MiniWoB++ tasks in Chromium on Xvfb", "tools.practice_cli:add_arguments"),
     ("train", "Behavioural cloning from recorded trajectories", "tools.train_cli:add_arguments"),
+    ("train-bench", "Time training steps of presets and precisions side by side", "tools.train_bench_cli:add_arguments"),
     ("model", "Inspect presets and checkpoints, time one agent step", "model.cli:add_arguments"),
 )
 

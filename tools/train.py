@@ -440,6 +440,37 @@ def _load_init(model: HoldfastModel, folder: Path) -> list[str]:
     return fresh
 
 
+def new_optimizer(model: HoldfastModel, config: TrainConfig) -> torch.optim.Optimizer:
+    """Build AdamW with weight decay on matrices only, because decaying norm gains and biases only shrinks them."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
+    )
+
+
+def training_step(model: HoldfastModel, optimizer: torch.optim.Optimizer, batch: list[Episode], config: TrainConfig,
+                  generator: torch.Generator) -> tuple[float, int]:
+    """One optimiser step on `batch` with text and pixel augmentation; returns the loss and the action tokens.
+
+    `holdfast train-bench` times this same function, so its figures are the training loop's.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    batch = [
+        substitute_quoted_text(episode, generator)
+        if float(torch.rand(1, generator=generator)) < config.text_substitution else episode
+        for episode in batch
+    ]
+    with torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+        pixels, shifts = zip(*(augment(episode.pixels, config, generator) for episode in batch))
+        losses, total_tokens = episode_losses(model, batch, list(pixels), list(shifts))
+        loss = losses.mean()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return loss.item(), total_tokens
+
+
 def train(data: list[str | Path], out: str | Path, config: TrainConfig, resume: bool = False, progress=None) -> dict:
     """Train and return a summary; checkpoints go to `out` (model folder plus trainer state)."""
     decimals = config.coordinate_decimals
@@ -463,11 +494,7 @@ def train(data: list[str | Path], out: str | Path, config: TrainConfig, resume: 
     # Created only now, so that bad settings, an unusable --init or empty data leave nothing behind.
     out.mkdir(parents=True, exist_ok=True)
 
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
-    )
+    optimizer = new_optimizer(model, config)
     generator = torch.Generator().manual_seed(config.seed)
     order_rng = random.Random(config.seed)
     history: list[dict] = []
@@ -476,27 +503,13 @@ def train(data: list[str | Path], out: str | Path, config: TrainConfig, resume: 
         step, order_rng, history = _load_trainer_state(out, optimizer, generator)
         logger.info("resuming from step %d in %s", step, out)
 
-    autocast = torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=config.bf16)
     started = time.perf_counter()
     tokens_done = 0
     while step < config.steps:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
-        optimizer.zero_grad(set_to_none=True)
         batch = [episodes[order_rng.randrange(len(episodes))] for _ in range(config.episodes_per_step)]
-        batch = [
-            substitute_quoted_text(episode, generator)
-            if float(torch.rand(1, generator=generator)) < config.text_substitution else episode
-            for episode in batch
-        ]
-        with autocast:
-            pixels, shifts = zip(*(augment(episode.pixels, config, generator) for episode in batch))
-            losses, total_tokens = episode_losses(model, batch, list(pixels), list(shifts))
-            loss = losses.mean()
-        loss.backward()
-        total_loss = loss.item()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        total_loss, total_tokens = training_step(model, optimizer, batch, config, generator)
         step += 1
         tokens_done += total_tokens
         history.append({"step": step, "loss": round(total_loss, 5)})

@@ -346,3 +346,50 @@ def test_train_rejects_missing_init(tmp_path):
     assert "invalid --init model: a 'tiny' model that differs from preset 'practice'" in completed.stderr
     assert "loss" not in completed.stderr  # no progress bar was drawn
     assert not (tmp_path / "out").exists()
+
+
+def test_train_bench_times_each_preset_and_precision(tmp_path):
+    from tools.train_bench import bench_training
+
+    write_demonstrations(tmp_path / "data", count=2)
+    results = bench_training(
+        [tmp_path / "data"], ["tiny", "tiny-transformer"], ["float32", "bfloat16"],
+        TrainConfig(episodes_per_step=2, seed=0), warmup=0, repeats=2, plan_steps=100,
+    )
+    rows = results["rows"]
+    assert [(row["preset"], row["precision"]) for row in rows] == [
+        ("tiny", "float32"), ("tiny", "bfloat16"), ("tiny-transformer", "float32"), ("tiny-transformer", "bfloat16"),
+    ]
+    for row in rows:
+        assert len(row["step_seconds"]) == 2
+        assert row["median_step_seconds"] > 0
+        assert row["planned_hours"] == pytest.approx(100 * row["median_step_seconds"] / 3600, abs=0.01)
+        assert row["speed_vs_first"] == pytest.approx(rows[0]["median_step_seconds"] / row["median_step_seconds"], rel=0.01)
+    # Every configuration times the same batch: 2 episodes of 3 actions each.
+    assert {row["action_tokens_per_step"] for row in rows} == {rows[0]["action_tokens_per_step"]}
+    assert rows[0]["action_tokens_per_step"] > 2 * 3
+    assert rows[0]["parameters"] != rows[2]["parameters"]
+
+
+def test_train_bench_command_writes_json(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    write_demonstrations(tmp_path / "data", count=1)
+    command = [sys.executable, "-m", "agent.cli", "train-bench", str(tmp_path / "data"), "--presets", "tiny",
+               "--episodes-per-step", "1", "--warmup", "0", "--repeats", "1"]
+    completed = subprocess.run(command + ["--out", str(tmp_path / "bench.json")], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    written = json.loads((tmp_path / "bench.json").read_text())
+    assert [row["precision"] for row in written["rows"]] == ["float32", "bfloat16"]
+    assert written["machine"]["torch"] == torch.__version__
+    assert "s/step" in completed.stdout
+
+    completed = subprocess.run(command + ["--precisions", "fp16"], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2
+    assert "invalid precisions 'fp16'" in completed.stderr
+    missing = tmp_path / "no-such-demos"
+    completed = subprocess.run(command[:4] + [str(missing)], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2
+    assert f"{missing}: not found" in completed.stderr

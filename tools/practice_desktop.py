@@ -21,9 +21,12 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import select
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -50,6 +53,7 @@ WINDOW_WIDTH_CSS = 330
 DEFAULT_SCALE = 2  # integer, so text stays crisp and one CSS pixel is exactly scale x scale pixels
 
 XVFB_BINARY = "Xvfb"
+XAUTH_FAMILY_LOCAL = 256  # the authority file's family code for a display on this host
 CHROMIUM_BINARY = "/usr/bin/chromium"
 CHROMEDRIVER_BINARY = "/usr/bin/chromedriver"
 
@@ -87,7 +91,7 @@ class DesktopState:
     """The contents of the state file: what `start_desktop` started and how to reach it."""
 
     display: str  # DISPLAY value, e.g. ":3"
-    xauthority: str  # empty authority file; python-xlib needs one even without access control
+    xauthority: str  # authority file with one unchecked cookie; python-xlib needs one even without access control
     debugger_address: str  # host:port of Chromium's DevTools endpoint, for chromedriver
     xvfb_pid: int
     chromium_pid: int
@@ -357,7 +361,7 @@ def _launch(folder: Path, scale: int) -> DesktopState:
     try:
         xvfb_pid, display = _start_xvfb(folder, environment, width, height)
         state = replace(state, xvfb_pid=xvfb_pid, display=display)
-        Path(state.xauthority).touch()
+        _write_xauthority(Path(state.xauthority), display)
         browser_environment = {**environment, **state.environment()}
         browser_environment.pop("WAYLAND_DISPLAY", None)
         chromium_pid, port = _start_chromium(folder, browser_environment, state.user_data_dir, scale)
@@ -367,6 +371,22 @@ def _launch(folder: Path, scale: int) -> DesktopState:
         raise
     logger.info("practice desktop started on %s: %dx%d screen, scale %d", state.display, width, height, scale)
     return state
+
+
+def _write_xauthority(path: Path, display: str) -> None:
+    """Write one MIT-MAGIC-COOKIE-1 entry for `display` to a new authority file.
+
+    Xvfb runs without `-auth`, so it accepts local clients whatever cookie they send. The
+    entry is there because python-xlib prints a warning to stdout when the file has none,
+    which would break the JSON that `--json` commands print there.
+    """
+    def field(value: bytes) -> bytes:
+        return struct.pack(">H", len(value)) + value
+
+    number = display.lstrip(":").split(".")[0].encode()
+    entry = struct.pack(">H", XAUTH_FAMILY_LOCAL) + field(socket.gethostname().encode()) + field(number)
+    entry += field(b"MIT-MAGIC-COOKIE-1") + field(secrets.token_bytes(16))
+    path.write_bytes(entry)
 
 
 def _start_xvfb(folder: Path, environment: dict[str, str], width: int, height: int) -> tuple[int, str]:

@@ -36,9 +36,12 @@ def bench_training(data: list[str | Path], presets: list[str], precisions: list[
         raise ValueError(f"invalid presets {','.join(presets)!r}: use names from {', '.join(preset_names())}")
     if not precisions or any(name not in PRECISIONS for name in precisions):
         raise ValueError(f"invalid precisions {','.join(precisions)!r}: use {' and/or '.join(PRECISIONS)}")
-    if warmup < 0 or repeats < 1 or config.episodes_per_step < 1:
-        raise ValueError(f"invalid warmup {warmup}, repeats {repeats} or episodes per step {config.episodes_per_step}: "
-                         "use at least 0, 1 and 1")
+    if warmup < 0:
+        raise ValueError(f"invalid warmup {warmup}: use 0 or more")
+    if repeats < 1:
+        raise ValueError(f"invalid repeats {repeats}: use 1 or more")
+    if config.episodes_per_step < 1:
+        raise ValueError(f"invalid episodes per step {config.episodes_per_step}: use 1 or more")
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {config.device!r}: no CUDA device is visible to torch; use cpu")
     rows = []
@@ -90,7 +93,7 @@ def bench_training(data: list[str | Path], presets: list[str], precisions: list[
             "speed_vs_first": round(base / median, 3),
         }
         if plan_steps is not None:
-            result["planned_hours"] = round(plan_steps * median / 3600, 2)
+            result["planned_hours"] = round(plan_steps * median / 3600, 4)
         results.append(result)
     return {
         "rows": results,

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         cells = [row["preset"], row["precision"], f"{row['median_step_seconds']:.2f}", f"{row['episodes_per_second']:.2f}",
                  f"{row['action_tokens_per_second']:.0f}", f"{row['speed_vs_first']:.2f}x"]
         if args.plan_steps:
-            cells.append(f"{row['planned_hours']:.2f}")
+            cells.append(f"{row['planned_hours']:.3g}")
         table.add_row(*cells)
     Console().print(table)
     if args.out is not None:

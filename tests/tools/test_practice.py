@@ -88,8 +88,8 @@ def _practice_summary(folder: Path, *arguments: str) -> dict:
     """Run `holdfast practice ... --json`, check that it succeeded and return its summary."""
     completed = _practice(folder, *arguments, "--json")
     assert completed.returncode == 0, completed.stderr[-3000:]
-    # The summary is the last line: agent.cli's log handler also writes to stdout.
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    # The whole of stdout must parse: --json output is read by scripts.
+    return json.loads(completed.stdout)
 
 
 def test_start_twice_reuses_browser(desktop):
@@ -144,8 +144,7 @@ def test_wrong_clicks_read_non_positive_reward(desktop):
     folder, state = desktop
     completed = _run([str(PROBE), str(folder)])
     assert completed.returncode == 0, completed.stderr[-3000:]
-    # The report is the last line: python-xlib prints its Xauthority warning to stdout.
-    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    report = json.loads(completed.stdout)
 
     # The mapping is measured: at scale s one CSS pixel is s screen pixels, with no offset.
     mapping = report["mapping"]

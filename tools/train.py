@@ -440,6 +440,15 @@ def _load_init(model: HoldfastModel, folder: Path) -> list[str]:
     return fresh
 
 
+def check_settings(config: TrainConfig) -> None:
+    """Raise ValueError for a setting that no training step can use, naming the setting and its value."""
+    decimals = config.coordinate_decimals
+    if decimals is not None and not 0 <= decimals <= COORDINATE_DECIMALS:
+        raise ValueError(f"invalid coordinate_decimals {decimals}: use 0 to {COORDINATE_DECIMALS}, or None to keep them")
+    if config.episodes_per_step < 1:
+        raise ValueError(f"invalid episodes_per_step {config.episodes_per_step}: use 1 or more")
+
+
 def new_optimizer(model: HoldfastModel, config: TrainConfig) -> torch.optim.Optimizer:
     """Build AdamW with weight decay on matrices only, because decaying norm gains and biases only shrinks them."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -473,11 +482,7 @@ def training_step(model: HoldfastModel, optimizer: torch.optim.Optimizer, batch:
 
 def train(data: list[str | Path], out: str | Path, config: TrainConfig, resume: bool = False, progress=None) -> dict:
     """Train and return a summary; checkpoints go to `out` (model folder plus trainer state)."""
-    decimals = config.coordinate_decimals
-    if decimals is not None and not 0 <= decimals <= COORDINATE_DECIMALS:
-        raise ValueError(f"invalid coordinate_decimals {decimals}: use 0 to {COORDINATE_DECIMALS}, or None to keep them")
-    if config.episodes_per_step < 1:
-        raise ValueError(f"invalid episodes_per_step {config.episodes_per_step}: use 1 or more")
+    check_settings(config)
     out = Path(out)
     torch.manual_seed(config.seed)
     resuming = resumes(out, resume)

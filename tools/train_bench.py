@@ -19,7 +19,7 @@ import torch
 
 from model.checkpoint import build_model
 from model.config import preset_names
-from tools.train import TrainConfig, load_episodes, new_optimizer, training_step
+from tools.train import TrainConfig, check_settings, load_episodes, new_optimizer, training_step
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -40,8 +40,7 @@ def bench_training(data: list[str | Path], presets: list[str], precisions: list[
         raise ValueError(f"invalid warmup {warmup}: use 0 or more")
     if repeats < 1:
         raise ValueError(f"invalid repeats {repeats}: use 1 or more")
-    if config.episodes_per_step < 1:
-        raise ValueError(f"invalid episodes per step {config.episodes_per_step}: use 1 or more")
+    check_settings(config)
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {config.device!r}: no CUDA device is visible to torch; use cpu")
     rows = []

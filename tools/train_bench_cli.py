@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--precisions", default="float32,bfloat16",
                         help="comma-separated: float32, bfloat16 (autocast, as --bf16 trains) (default: both)")
     parser.add_argument("--episodes-per-step", type=int, default=8, help="episodes in the timed batch (default: 8)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per configuration first (default: 1)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per configuration before the timed ones (default: 1)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per configuration; the median is reported (default: 3)")
     parser.add_argument("--plan-steps", type=int, default=None,
                         help="also print the hours this many steps would take at each median (e.g. 900)")

@@ -196,6 +196,7 @@ PAGED_PLANNERS: dict[str, PagedPlanner] = {
     "remember-code": _plan_remember_code,
     "remember-box": _plan_remember_box,
     "remember-box-1": _plan_remember_box,
+    "remember-box-2": _plan_remember_box,
 }
 EXPERT_TASKS = tuple(PLANNERS) + tuple(PAGED_PLANNERS)
 

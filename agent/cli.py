@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 # Each entry: (command name, one-line help, "module:function" that adds the arguments and
 # returns the handler). Keeping the table here gives one place that lists every command.
@@ -57,7 +59,27 @@ def _not_available(name: str):
     return handler
 
 
+def _exit_on_sigterm(signal_number: int, frame) -> None:
+    # `timeout`, `kill` and batch schedulers stop a command with SIGTERM, whose default action
+    # ends Python at once. Raising instead unwinds the stack as Ctrl-C does, so `finally` blocks
+    # stop the practice desktop a command started and recorders close their trajectories.
+    # Later SIGTERMs are ignored, so that they cannot cut that cleanup short; SIGKILL still works.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(128 + signal_number)
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Signal handlers can only be set from the main thread; elsewhere SIGTERM keeps its default.
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_main_thread else None
+    try:
+        return _run_command(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_command(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -85,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"holdfast {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C: the command's own cleanup has run; a traceback would only hide its messages.
+        print(f"holdfast {args.command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     except BrokenPipeError:
         # Output piped into `head` and the like: the reader is gone, so stop quietly.
         sys.stderr.close()

@@ -137,7 +137,7 @@ def _episodes(args: argparse.Namespace, purpose: str) -> int:
 
     from tools.expert import EXPERT_TASKS
     from tools.practice_desktop import DesktopError, read_state, runtime_dir, start_desktop, state_is_healthy, stop_desktop
-    from tools.practice_run import PracticeSession, SeedSplitError, check_seeds, run_tasks, summarise
+    from tools.practice_run import PracticeSession, SeedSplitError, check_seeds, run_tasks
 
     console = Console(stderr=args.json)
     if args.episodes < 1 or args.max_steps < 1:
@@ -166,34 +166,51 @@ def _episodes(args: argparse.Namespace, purpose: str) -> int:
         console.print(f"[red]cannot start the practice desktop:[/] {error}")
         return 1
     session = None
+    results = []
+
+    def show(result) -> None:
+        results.append(result)
+        if not args.json:
+            mark = "[green]ok[/]" if result.success else "[red]fail[/]"
+            console.print(f"{result.task} seed {result.seed}: {mark} raw {result.raw_reward:+.2f}, {result.steps} steps")
+
     try:
         session = PracticeSession(state, episode_seconds=args.episode_seconds)
         session.calibrate(args.tasks[0])
         make_policy = _make_policy_factory(args, session)
-
-        def show(result) -> None:
-            mark = "[green]ok[/]" if result.success else "[red]fail[/]"
-            console.print(f"{result.task} seed {result.seed}: {mark} raw {result.raw_reward:+.2f}, {result.steps} steps")
-
-        results = run_tasks(
+        run_tasks(
             session, args.tasks, args.episodes, args.seed, make_policy, out,
-            keep_failures=args.keep_failures, max_steps=args.max_steps, on_episode=None if args.json else show,
+            keep_failures=args.keep_failures, max_steps=args.max_steps, on_episode=show,
         )
+    except (KeyboardInterrupt, SystemExit):
+        # Ctrl-C or SIGTERM: the finished episodes still get their summary, marked as partial.
+        if results:
+            _write_summary(out, results, args, session, interrupted=True)
+            console.print(f"[yellow]interrupted after {len(results)} episodes; partial summary in {out / 'summary.json'}[/]")
+        raise
     finally:
         if session is not None:
             session.close()
         if own_desktop:
             stop_desktop(folder)
 
-    summary = summarise(results)
-    summary.update(_provenance(args, out, session))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    summary = _write_summary(out, results, args, session, interrupted=False)
     if args.json:
         print(json.dumps(summary))
     else:
         _print_table(console, summary)
         console.print(f"trajectories and summary.json in {out}")
     return 0
+
+
+def _write_summary(out: Path, results: list, args: argparse.Namespace, session, interrupted: bool) -> dict:
+    from tools.practice_run import summarise
+
+    summary = summarise(results)
+    summary["interrupted"] = interrupted
+    summary.update(_provenance(args, out, session))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
 
 
 def _provenance(args: argparse.Namespace, out: Path, session) -> dict:

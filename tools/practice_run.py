@@ -262,7 +262,13 @@ def run_tasks(
     for task in tasks:
         for seed in range(first_seed, first_seed + episodes):
             folder = out / task / f"seed-{seed}"
-            result = session.run_episode(task, seed, policy, folder, max_steps=max_steps)
+            try:
+                result = session.run_episode(task, seed, policy, folder, max_steps=max_steps)
+            except BaseException:
+                # An interrupted demonstration is half an episode, which training would imitate.
+                if not keep_failures:
+                    shutil.rmtree(folder, ignore_errors=True)
+                raise
             if not result.success and not keep_failures:
                 shutil.rmtree(folder)
                 result.folder = None

@@ -122,7 +122,7 @@ def test_expert_solves_memory_tasks(desktop, tmp_path):
     """remember-code and remember-box are kept in this project: their pages are served from tools/tasks."""
     folder, _ = desktop
     out = tmp_path / "runs"
-    memory_tasks = ("remember-code", "remember-box", "remember-box-1")
+    memory_tasks = ("remember-code", "remember-box", "remember-box-1", "remember-box-2")
     summary = _practice_summary(folder, "run", *memory_tasks, "--episodes", "2", "--seed", "1000000", "--out", str(out))
     for task in memory_tasks:
         assert summary["per_task"][task]["success_rate"] == 1.0, summary["per_task"]
@@ -135,9 +135,10 @@ def test_expert_solves_memory_tasks(desktop, tmp_path):
     steps = [json.loads(line) for line in (out / "remember-box" / "seed-1000000" / "steps.jsonl").read_text().splitlines()]
     assert [step["action"]["kind"] for step in steps] == ["click"] * len(steps)
     assert len(steps) >= 5
-    # remember-box-1 is the same page with one page between mark and grid, set by its file name.
-    short = (out / "remember-box-1" / "seed-1000000" / "steps.jsonl").read_text().splitlines()
-    assert len(short) == len(steps) - 2
+    # remember-box-N is the same page with N pages between mark and grid, set by its file name.
+    for pages in (1, 2):
+        short = (out / f"remember-box-{pages}" / "seed-1000000" / "steps.jsonl").read_text().splitlines()
+        assert len(short) == len(steps) - (3 - pages)
 
 
 def test_wrong_clicks_read_non_positive_reward(desktop):
@@ -184,6 +185,39 @@ def test_stop_leaves_no_process(tmp_path):
     assert read_state(folder) is None
     assert not Path(state.user_data_dir).exists()
     assert not stop_desktop(folder)
+
+
+def test_sigterm_stops_recording_cleanly(tmp_path):
+    """`timeout` or `kill` stops a recording: finished episodes stay, the partial one and the desktop go."""
+    folder = runtime_dir(tmp_path / "runtime")
+    out = tmp_path / "demos"
+    environment = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "XAUTHORITY")}
+    command = [sys.executable, "-m", "agent.cli", "practice", "--runtime-dir", str(folder), "record", "click-test",
+               "--episodes", "500", "--seed", "0", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environment)
+    try:
+        deadline = time.monotonic() + SUBPROCESS_TIMEOUT_SECONDS
+        # task.json appears when an episode starts, so three of them mean two finished episodes.
+        while len(list(out.glob("click-test/*/task.json"))) < 3 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        state = read_state(folder)
+        assert state is not None and process.poll() is None, "the recording did not get going"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+        assert desktop_processes(state) == [] and read_state(folder) is None
+    finally:
+        if process.poll() is None:
+            process.kill()
+        stop_desktop(folder)
+    finished = sorted(path.parent.name for path in out.glob("click-test/*/task.json"))
+    assert len(finished) >= 2
+    for name in finished:
+        assert json.loads((out / "click-test" / name / "task.json").read_text())["status"] == "success"
+    assert len(list(out.glob("click-test/*"))) == len(finished), "an interrupted episode was left behind"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    assert summary["episodes"] == len(finished)
 
 
 def test_start_replaces_crashed_desktop(tmp_path):

@@ -76,6 +76,11 @@ class TrainConfig:
     # A model folder whose weights start the run instead of a random initialisation (a fresh
     # optimiser and schedule). Tensors it lacks, such as a head added since, start at random.
     init: str | None = None
+    # Attention window to train with instead of the preset's (a stored --init or --resume folder
+    # keeps its own unless this is set). The saved config.json records it, so the model runs
+    # with the window it learned with. With a window shorter than one step's tokens, the
+    # Mamba-2 state is the only path to earlier steps.
+    attention_window: int | None = None
 
 
 @dataclass
@@ -447,6 +452,8 @@ def check_settings(config: TrainConfig) -> None:
         raise ValueError(f"invalid coordinate_decimals {decimals}: use 0 to {COORDINATE_DECIMALS}, or None to keep them")
     if config.episodes_per_step < 1:
         raise ValueError(f"invalid episodes_per_step {config.episodes_per_step}: use 1 or more")
+    if config.attention_window is not None and config.attention_window < 1:
+        raise ValueError(f"invalid attention_window {config.attention_window}: use a positive number of tokens")
 
 
 def new_optimizer(model: HoldfastModel, config: TrainConfig) -> torch.optim.Optimizer:
@@ -490,6 +497,8 @@ def train(data: list[str | Path], out: str | Path, config: TrainConfig, resume: 
     fresh: list[str] = []
     if config.init is not None and not resuming:
         fresh = _load_init(model, Path(config.init))
+    if config.attention_window is not None:
+        model.set_attention_window(config.attention_window)
     model.train()
     episodes, problems = load_episodes(data, model, config.coordinate_decimals)
     for problem in problems:
@@ -534,5 +543,6 @@ def train(data: list[str | Path], out: str | Path, config: TrainConfig, resume: 
         "seconds": round(elapsed, 1),
         "out": str(out),
         "init": config.init,
+        "attention_window": model.config.attention_window,
         "fresh_tensors": fresh,
     }

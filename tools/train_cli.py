@@ -27,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser):
     )
     parser.add_argument("--no-augment", action="store_true", help="turn off pixel shift, colour jitter and text substitution")
     parser.add_argument("--init", metavar="MODEL_DIR", help="start from this model folder's weights instead of random ones (fresh optimiser; new heads start at random)")
+    parser.add_argument(
+        "--attention-window", type=int, metavar="N",
+        help="train (and save) with an attention window of N tokens instead of the preset's; the hybrid runs with it",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the trainer state in --out")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return run
@@ -41,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         preset=args.preset, steps=args.steps, lr=args.lr, episodes_per_step=args.episodes_per_step,
         seed=args.seed, save_every=args.save_every, device=args.device, bf16=args.bf16,
-        coordinate_decimals=args.coordinate_decimals, init=args.init,
+        coordinate_decimals=args.coordinate_decimals, init=args.init, attention_window=args.attention_window,
     )
     if args.no_augment:
         config.shift_pixels, config.color_jitter, config.text_substitution = 0, 0.0, 0.0

@@ -80,6 +80,22 @@ def test_missing_data_folder_is_named(tmp_path):
         train([tmp_path / "nowhere"], tmp_path / "out", tiny_config(steps=1))
 
 
+def test_training_window_is_used_and_saved(tmp_path):
+    """A run with its own attention window learns through that window and saves it for inference."""
+    write_demonstrations(tmp_path / "data")
+    preset_window = build_model("tiny").config.attention_window
+    short = train([tmp_path / "data"], tmp_path / "short", tiny_config(steps=2, attention_window=8))
+    train([tmp_path / "data"], tmp_path / "preset", tiny_config(steps=2))
+
+    assert short["attention_window"] == 8 != preset_window
+    assert load_model(tmp_path / "short").config.attention_window == 8
+    assert load_model(tmp_path / "preset").config.attention_window == preset_window
+    # An episode is longer than 8 tokens, so the shorter band changes the gradients and the weights.
+    short_weights = load_model(tmp_path / "short").state_dict()
+    preset_weights = load_model(tmp_path / "preset").state_dict()
+    assert any(not torch.equal(short_weights[name], tensor) for name, tensor in preset_weights.items())
+
+
 def write_uneven_demonstrations(root):
     """Episodes of one, two and three steps with different instructions, so a batch needs padding."""
     rng = random.Random(5)
@@ -125,6 +141,7 @@ def test_training_rounds_coordinates(tmp_path):
 @pytest.mark.parametrize("field, value, message", [
     ("coordinate_decimals", 4, "invalid coordinate_decimals 4"),
     ("episodes_per_step", 0, "invalid episodes_per_step 0"),
+    ("attention_window", 0, "invalid attention_window 0"),
 ])
 def test_bad_training_settings_are_named(tmp_path, field, value, message):
     write_demonstrations(tmp_path / "data")

@@ -230,7 +230,13 @@ class ExpertPolicy:
 
     def predict(self, *, commit: bool = True) -> str:
         if self._plan is None or (not self._plan and self.env.task in PAGED_PLANNERS):
-            self._plan = self.plan()
+            try:
+                self._plan = self.plan()
+            except ExpertError as error:
+                # Some seeds place the target where no click can reach it. That one episode
+                # fails, so a long recording goes on with the next seed instead of stopping.
+                logger.warning("expert gives up on this episode: %s", error)
+                self._plan = []
         if not self._plan:
             return format_action(Done(status="failure"))
         return format_action(self._plan[0] if not commit else self._plan.pop(0))

@@ -141,6 +141,17 @@ def test_expert_solves_memory_tasks(desktop, tmp_path):
         assert len(short) == len(steps) - (3 - pages)
 
 
+def test_record_skips_episode_expert_cannot_solve(desktop, tmp_path):
+    """Seed 1245 of click-button puts the asked-for button on the task area's edge, out of reach."""
+    folder, _ = desktop
+    out = tmp_path / "demos"
+    summary = _practice_summary(folder, "record", "click-button", "--episodes", "2", "--seed", "1244", "--out", str(out))
+    assert summary["episodes"] == 2
+    assert summary["per_task"]["click-button"]["successes"] == 1
+    assert (out / "click-button" / "seed-1244" / "task.json").is_file()
+    assert not (out / "click-button" / "seed-1245").exists()
+
+
 def test_wrong_clicks_read_non_positive_reward(desktop):
     folder, state = desktop
     completed = _run([str(PROBE), str(folder)])
@@ -273,3 +284,4 @@ def test_shipped_model_reads_the_screen(desktop, tmp_path):
     assert len(episodes) == 8
     reliance = screenshot_reliance(model, episodes)
     assert reliance["increase"] > SHIPPED_MODEL_MIN_INCREASE, reliance
+

@@ -285,3 +285,22 @@ def test_shipped_model_reads_the_screen(desktop, tmp_path):
     reliance = screenshot_reliance(model, episodes)
     assert reliance["increase"] > SHIPPED_MODEL_MIN_INCREASE, reliance
 
+
+def test_shipped_model_remembers_the_box(desktop, tmp_path):
+    """The shipped hybrid finds the box marked four screens earlier, beyond its attention window.
+
+    The mark's screenshot lies more than four screenshots of image tokens back when the grid
+    returns, so only the Mamba-2 state can carry it. Six boxes give a blind click 1 in 6.
+    """
+    from model.checkpoint import load_model
+    from model.policy import SHIPPED_MODEL
+
+    config = load_model(SHIPPED_MODEL).config
+    assert config.attention_window < 4 * config.vision.image_tokens
+    folder, _ = desktop
+    out = tmp_path / "runs"
+    summary = _practice_summary(
+        folder, "run", "remember-box", "--episodes", "30", "--seed", "1000000", "--policy", "model", "--out", str(out)
+    )
+    # Blind clicks average 5 of 30, and reach 10 or more 2 times in 100 (binomial, p = 1/6).
+    assert summary["per_task"]["remember-box"]["successes"] >= 10, summary["per_task"]

@@ -76,8 +76,8 @@ class TrainConfig:
     # A model folder whose weights start the run instead of a random initialisation (a fresh
     # optimiser and schedule). Tensors it lacks, such as a head added since, start at random.
     init: str | None = None
-    # Attention window to train with instead of the preset's (a stored --init or --resume folder
-    # keeps its own unless this is set). The saved config.json records it, so the model runs
+    # Attention window to train with instead of the preset's (a resumed run keeps the one saved
+    # in its folder unless this is set). The saved config.json records it, so the model runs
     # with the window it learned with. With a window shorter than one step's tokens, the
     # Mamba-2 state is the only path to earlier steps.
     attention_window: int | None = None

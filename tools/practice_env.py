@@ -122,7 +122,10 @@ def connect_browser(state: DesktopState) -> WebDriver:
     options = webdriver.ChromeOptions()
     options.add_experimental_option("debuggerAddress", state.debugger_address)
     try:
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER_BINARY), options=options)
+        # A session of its own, like Xvfb's and Chromium's: `timeout` signals its whole process
+        # group, and a chromedriver killed with it would fail the cleanup that ends the episode.
+        service = Service(CHROMEDRIVER_BINARY, popen_kw={"start_new_session": True})
+        driver = webdriver.Chrome(service=service, options=options)
     except WebDriverException as error:
         raise PracticeError(
             f"cannot attach chromedriver to Chromium at {state.debugger_address}: {error.msg}; "

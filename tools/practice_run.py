@@ -134,7 +134,12 @@ class PracticeSession:
                     break
         except BaseException:
             recorder.finish(traj.STATUS_ERROR)
-            self.env.end_episode()
+            try:
+                self.env.end_episode()
+            except Exception as cleanup_error:
+                # The browser may be gone too (a signal to the whole process group). The error that
+                # stopped the episode is the one to report, so this one only gets a log line.
+                logger.warning("%s seed %d: could not end the episode: %s", task, seed, cleanup_error)
             raise
         # An episode still running (out of steps, or the policy gave up) ends with reward 0.
         status = self.env.end_episode()

@@ -205,7 +205,11 @@ def test_sigterm_stops_recording_cleanly(tmp_path):
     environment = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "XAUTHORITY")}
     command = [sys.executable, "-m", "agent.cli", "practice", "--runtime-dir", str(folder), "record", "click-test",
                "--episodes", "500", "--seed", "0", "--out", str(out)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environment)
+
+    # A process group of its own, signalled as a whole, as `timeout` does.
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environment, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + SUBPROCESS_TIMEOUT_SECONDS
         # task.json appears when an episode starts, so three of them mean two finished episodes.
@@ -213,7 +217,7 @@ def test_sigterm_stops_recording_cleanly(tmp_path):
             time.sleep(0.05)
         state = read_state(folder)
         assert state is not None and process.poll() is None, "the recording did not get going"
-        process.send_signal(signal.SIGTERM)
+        os.killpg(process.pid, signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
         assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
         assert desktop_processes(state) == [] and read_state(folder) is None
@@ -221,6 +225,7 @@ def test_sigterm_stops_recording_cleanly(tmp_path):
         if process.poll() is None:
             process.kill()
         stop_desktop(folder)
+
     finished = sorted(path.parent.name for path in out.glob("click-test/*/task.json"))
     assert len(finished) >= 2
     for name in finished:

@@ -69,7 +69,7 @@ def _exit_on_sigterm(signal_number: int, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Signal handlers can only be set from the main thread; elsewhere SIGTERM keeps its default.
+    # Signal handlers can only be set from the main thread. Elsewhere SIGTERM keeps its default.
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_main_thread else None
     try:
@@ -108,7 +108,7 @@ def _run_command(argv: list[str] | None) -> int:
         print(f"holdfast {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        # Ctrl-C: the command's own cleanup has run; a traceback would only hide its messages.
+        # Ctrl-C: the command's own cleanup has run, and a traceback would only hide its messages.
         print(f"holdfast {args.command}: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
     except BrokenPipeError:

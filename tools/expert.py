@@ -235,7 +235,7 @@ class ExpertPolicy:
             except ExpertError as error:
                 # Some seeds place the target where no click can reach it. That one episode
                 # fails, so a long recording goes on with the next seed instead of stopping.
-                logger.warning("expert gives up on this episode: %s", error)
+                logger.warning("expert cannot solve this episode, which counts as a failure: %s", error)
                 self._plan = []
         if not self._plan:
             return format_action(Done(status="failure"))

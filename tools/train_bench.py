@@ -40,6 +40,8 @@ def bench_training(data: list[str | Path], presets: list[str], precisions: list[
         raise ValueError(f"invalid warmup {warmup}: use 0 or more")
     if repeats < 1:
         raise ValueError(f"invalid repeats {repeats}: use 1 or more")
+    if plan_steps is not None and plan_steps < 1:
+        raise ValueError(f"invalid plan_steps {plan_steps}: use 1 or more")
     check_settings(config)
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {config.device!r}: no CUDA device is visible to torch; use cpu")

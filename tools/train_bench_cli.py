@@ -43,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     precisions = [name.strip() for name in args.precisions.split(",") if name.strip()]
     # A missing or empty data folder is reported before any model is built.
     find_trajectories(args.data)
-    if args.threads:
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"invalid --threads {args.threads}: use 1 or more")
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     config = TrainConfig(episodes_per_step=args.episodes_per_step, seed=args.seed, device=args.device)
 

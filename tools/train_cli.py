@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--init", metavar="MODEL_DIR", help="start from this model folder's weights instead of random ones (fresh optimiser; new heads start at random)")
     parser.add_argument(
         "--attention-window", type=int, metavar="N",
-        help="train (and save) with an attention window of N tokens instead of the preset's; the hybrid runs with it",
+        help="attention window in tokens to train with and save, instead of the preset's; the model then runs with it",
     )
     parser.add_argument("--resume", action="store_true", help="continue from the trainer state in --out")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -142,7 +142,7 @@ def test_expert_solves_memory_tasks(desktop, tmp_path):
 
 
 def test_record_skips_episode_expert_cannot_solve(desktop, tmp_path):
-    """Seed 1245 of click-button puts the asked-for button on the task area's edge, out of reach."""
+    """The second episode's layout puts the asked-for button on the task area's edge, out of reach."""
     folder, _ = desktop
     out = tmp_path / "demos"
     summary = _practice_summary(folder, "record", "click-button", "--episodes", "2", "--seed", "1244", "--out", str(out))
@@ -220,7 +220,8 @@ def test_sigterm_stops_recording_cleanly(tmp_path):
         os.killpg(process.pid, signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
         assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
-        assert desktop_processes(state) == [] and read_state(folder) is None
+        assert desktop_processes(state) == []
+        assert read_state(folder) is None
     finally:
         if process.poll() is None:
             process.kill()

@@ -410,3 +410,7 @@ def test_train_bench_command_writes_json(tmp_path):
     completed = subprocess.run(command[:4] + [str(missing)], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2
     assert f"{missing}: not found" in completed.stderr
+    for option, value in (("--threads", "-2"), ("--plan-steps", "-5")):
+        completed = subprocess.run(command + [option, value], capture_output=True, text=True, timeout=120)
+        assert completed.returncode == 2, completed.stderr[-2000:]
+        assert f"{value}: use 1 or more" in completed.stderr

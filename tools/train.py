@@ -28,7 +28,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from agent.actions import COORDINATE_DECIMALS, Action, Type, format_action
-from agent.trajectory import TASK_FILE, TrajectoryError, load_trajectory
+from agent.trajectory import (
+    STATUS_ERROR, STATUS_FAILURE, STATUS_INTERRUPTED, STATUS_MAX_STEPS, STATUS_UNPARSEABLE, TASK_FILE, TrajectoryError,
+    load_trajectory,
+)
 from model.checkpoint import WEIGHTS_FILE, build_model, load_model, load_weights, read_config, save_model
 from model.config import ModelConfig
 from model.hybrid import HoldfastModel
@@ -43,6 +46,9 @@ QUOTED_TEXT = re.compile(r'"([^"]+)"')
 COORDINATE_FIELDS = ("x", "y", "to_x", "to_y")
 TRAINER_STATE_FILE = "trainer_state.safetensors"
 TRAINER_INFO_FILE = "trainer_state.json"
+# Statuses of a failed episode (agent.trajectory). A folder without a status, or one still marked
+# running (a recorder closed without finish, as in hand-made data), is kept.
+UNSUCCESSFUL_STATUSES = frozenset({STATUS_FAILURE, STATUS_MAX_STEPS, STATUS_UNPARSEABLE, STATUS_INTERRUPTED, STATUS_ERROR})
 
 
 @dataclass
@@ -81,6 +87,10 @@ class TrainConfig:
     # with the window it learned with. With a window shorter than one step's tokens, the
     # Mamba-2 state is the only path to earlier steps.
     attention_window: int | None = None
+    # Trajectories whose task.json status marks a failed episode are left out, because cloning
+    # them teaches the mistakes. `practice record --keep-failures` and `practice run` write such
+    # folders next to successful ones.
+    include_unsuccessful: bool = False
 
 
 @dataclass
@@ -139,15 +149,23 @@ def round_coordinates(action: Action, decimals: int | None) -> Action:
 
 
 def load_episodes(
-    paths: list[str | Path], model: HoldfastModel, coordinate_decimals: int | None = None
+    paths: list[str | Path], model: HoldfastModel, coordinate_decimals: int | None = None,
+    include_unsuccessful: bool = False,
 ) -> tuple[list[Episode], list[str]]:
-    """Load and preprocess every trajectory; unreadable ones are reported and skipped."""
+    """Load and preprocess every trajectory; unreadable ones, and failed ones unless included, are reported and skipped."""
     episodes, problems = [], []
     for folder in find_trajectories(paths):
         try:
             trajectory = load_trajectory(folder)
         except TrajectoryError as error:
             problems.append(str(error))
+            continue
+        status = trajectory.task.status
+        if status in UNSUCCESSFUL_STATUSES and not include_unsuccessful:
+            problems.append(
+                f"{folder}: task.json status {status!r}, not a successful demonstration; skipped"
+                " (--include-unsuccessful trains on it)"
+            )
             continue
         steps = [step for step in trajectory.steps if step.action is not None]
         if not steps:
@@ -500,7 +518,7 @@ def train(data: list[str | Path], out: str | Path, config: TrainConfig, resume: 
     if config.attention_window is not None:
         model.set_attention_window(config.attention_window)
     model.train()
-    episodes, problems = load_episodes(data, model, config.coordinate_decimals)
+    episodes, problems = load_episodes(data, model, config.coordinate_decimals, config.include_unsuccessful)
     for problem in problems:
         logger.warning("skipped: %s", problem)
     if not episodes:

@@ -48,7 +48,7 @@ def bench_training(data: list[str | Path], presets: list[str], precisions: list[
     rows = []
     for preset in presets:
         model = build_model(preset, device=config.device, seed=config.seed)
-        episodes, problems = load_episodes(data, model, config.coordinate_decimals)
+        episodes, problems = load_episodes(data, model, config.coordinate_decimals, config.include_unsuccessful)
         if not episodes:
             raise ValueError(f"no usable episodes in {', '.join(map(str, data))}: {'; '.join(problems) or 'none found'}")
         # One batch for every configuration, drawn as the training loop draws its batches.

@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser):
         "--attention-window", type=int, metavar="N",
         help="attention window in tokens to train with and save, instead of the preset's; the model then runs with it",
     )
+    parser.add_argument(
+        "--include-unsuccessful", action="store_true",
+        help="also train on trajectories whose task.json status is failure, max_steps, unparseable, interrupted or error",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the trainer state in --out")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return run
@@ -46,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         preset=args.preset, steps=args.steps, lr=args.lr, episodes_per_step=args.episodes_per_step,
         seed=args.seed, save_every=args.save_every, device=args.device, bf16=args.bf16,
         coordinate_decimals=args.coordinate_decimals, init=args.init, attention_window=args.attention_window,
+        include_unsuccessful=args.include_unsuccessful,
     )
     if args.no_augment:
         config.shift_pixels, config.color_jitter, config.text_substitution = 0, 0.0, 0.0

@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from agent.actions import Click, Done, Drag, Type, format_action, parse_action
-from agent.trajectory import TrajectoryRecorder, new_task_info
+from agent.trajectory import STATUS_MAX_STEPS, TrajectoryRecorder, new_task_info
 from model.checkpoint import build_model, load_model, save_model
 from model.policy import ModelPolicy
 from model.tokenizer import ByteTokenizer
@@ -120,6 +120,27 @@ def test_padded_batch_loss_matches_single(tmp_path):
 
     torch.testing.assert_close(batched, torch.cat([loss for loss, _ in alone]), rtol=1e-5, atol=1e-5)
     assert batched_count == sum(count for _, count in alone)
+
+
+def test_training_skips_failed_trajectories(tmp_path):
+    write_uneven_demonstrations(tmp_path / "data")
+    task = new_task_info("click the red one", (200, 200), "scripted")
+    with TrajectoryRecorder(tmp_path / "data" / "failed", task) as recorder:
+        recorder.record_step(Image.new("RGB", (200, 200), "red"), action_text="", action=Click(x=0.5, y=0.5),
+                             observed_at=time.time())
+        recorder.finish(STATUS_MAX_STEPS)
+    model = build_model("tiny", seed=3)
+
+    episodes, problems = load_episodes([tmp_path / "data"], model)
+    assert len(episodes) == 3
+    assert "click the red one" not in [episode.instruction for episode in episodes]
+    (problem,) = problems
+    assert str(tmp_path / "data" / "failed") in problem
+    assert "'max_steps'" in problem
+    assert "--include-unsuccessful" in problem
+
+    everything, problems = load_episodes([tmp_path / "data"], model, include_unsuccessful=True)
+    assert not problems and "click the red one" in [episode.instruction for episode in everything]
 
 
 def test_training_rounds_coordinates(tmp_path):

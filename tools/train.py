@@ -46,6 +46,7 @@ QUOTED_TEXT = re.compile(r'"([^"]+)"')
 COORDINATE_FIELDS = ("x", "y", "to_x", "to_y")
 TRAINER_STATE_FILE = "trainer_state.safetensors"
 TRAINER_INFO_FILE = "trainer_state.json"
+LOSS_AVERAGES = ("episodes", "tokens")
 # Statuses of a failed episode (agent.trajectory). A folder without a status, or one still marked
 # running (a recorder closed without finish, as in hand-made data), is kept.
 UNSUCCESSFUL_STATUSES = frozenset({STATUS_FAILURE, STATUS_MAX_STEPS, STATUS_UNPARSEABLE, STATUS_INTERRUPTED, STATUS_ERROR})
@@ -91,6 +92,12 @@ class TrainConfig:
     # them teaches the mistakes. `practice record --keep-failures` and `practice run` write such
     # folders next to successful ones.
     include_unsuccessful: bool = False
+    # How a batch's loss averages its action targets. "episodes": each episode's mean, then the
+    # mean over episodes, so every episode weighs the same. "tokens": the mean over all targets,
+    # so every decision weighs the same. A click is 9 targets. Under "episodes", the one click of
+    # a remember-box episode (5 steps) that needs the first screen is one target in 45, against
+    # one in 9 for a one-step task's click, so the memory decision gets a fifth of the weight.
+    loss_average: str = "episodes"
 
 
 @dataclass
@@ -252,7 +259,7 @@ def augment(pixels: Tensor, config: TrainConfig, generator: torch.Generator) -> 
 
 def episode_losses(model: HoldfastModel, episodes: list[Episode], pixels: list[Tensor],
                    shifts: list[tuple[int, int]] | None = None) -> tuple[Tensor, int]:
-    """Return each episode's mean loss over its action targets (B,) and the number of targets.
+    """Return each episode's mean loss over its action targets (B,) and its number of targets (B,).
 
     The targets are the action tokens. For a model with a pointer head, each coordinate pair is
     one more target, a pointer choice over the step's image tokens, and the pair's digits are
@@ -323,7 +330,7 @@ def episode_losses(model: HoldfastModel, episodes: list[Episode], pixels: list[T
         pointer_losses = F.cross_entropy(pointer_logits, classes, reduction="none")
         sums = sums.index_add(0, rows, pointer_losses)
         counts = counts.index_add(0, rows, torch.ones_like(rows))
-    return sums / counts.clamp(min=1), int(counts.sum())
+    return sums / counts.clamp(min=1), counts
 
 
 def _copy_losses(model: HoldfastModel, episodes: list[Episode], hidden: Tensor, logits: Tensor, targets: Tensor) -> Tensor:
@@ -472,6 +479,8 @@ def check_settings(config: TrainConfig) -> None:
         raise ValueError(f"invalid episodes_per_step {config.episodes_per_step}: use 1 or more")
     if config.attention_window is not None and config.attention_window < 1:
         raise ValueError(f"invalid attention_window {config.attention_window}: use a positive number of tokens")
+    if config.loss_average not in LOSS_AVERAGES:
+        raise ValueError(f"invalid loss_average {config.loss_average!r}: use one of {', '.join(LOSS_AVERAGES)}")
 
 
 def new_optimizer(model: HoldfastModel, config: TrainConfig) -> torch.optim.Optimizer:
@@ -497,12 +506,15 @@ def training_step(model: HoldfastModel, optimizer: torch.optim.Optimizer, batch:
     ]
     with torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=config.bf16):
         pixels, shifts = zip(*(augment(episode.pixels, config, generator) for episode in batch))
-        losses, total_tokens = episode_losses(model, batch, list(pixels), list(shifts))
-        loss = losses.mean()
+        losses, counts = episode_losses(model, batch, list(pixels), list(shifts))
+        if config.loss_average == "tokens":
+            loss = (losses * counts).sum() / counts.sum().clamp(min=1)
+        else:
+            loss = losses.mean()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
     optimizer.step()
-    return loss.item(), total_tokens
+    return loss.item(), int(counts.sum())
 
 
 def train(data: list[str | Path], out: str | Path, config: TrainConfig, resume: bool = False, progress=None) -> dict:

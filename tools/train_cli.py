@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser):
-    from tools.train import TrainConfig
+    from tools.train import LOSS_AVERAGES, TrainConfig
 
     defaults = TrainConfig()
     parser.add_argument("data", nargs="+", metavar="DATA_DIR", help="trajectory folders, or folders that contain them")
@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser):
         help="attention window in tokens to train with and save, instead of the preset's; the model then runs with it",
     )
     parser.add_argument(
+        "--loss-average", choices=LOSS_AVERAGES, default=defaults.loss_average,
+        help="weigh each episode the same (episodes, the default) or each action target the same (tokens)",
+    )
+    parser.add_argument(
         "--include-unsuccessful", action="store_true",
         help="also train on trajectories whose task.json status is failure, max_steps, unparseable, interrupted or error",
     )
@@ -50,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         preset=args.preset, steps=args.steps, lr=args.lr, episodes_per_step=args.episodes_per_step,
         seed=args.seed, save_every=args.save_every, device=args.device, bf16=args.bf16,
         coordinate_decimals=args.coordinate_decimals, init=args.init, attention_window=args.attention_window,
-        include_unsuccessful=args.include_unsuccessful,
+        include_unsuccessful=args.include_unsuccessful, loss_average=args.loss_average,
     )
     if args.no_augment:
         config.shift_pixels, config.color_jitter, config.text_substitution = 0, 0.0, 0.0

@@ -15,8 +15,8 @@ from model.checkpoint import build_model, load_model, save_model
 from model.policy import ModelPolicy
 from model.tokenizer import ByteTokenizer
 from tools.train import (
-    TrainConfig, episode_losses, load_episodes, round_coordinates, screenshot_reliance, substitute_quoted_text,
-    tokenize_episode, train,
+    TrainConfig, episode_losses, load_episodes, new_optimizer, round_coordinates, screenshot_reliance,
+    substitute_quoted_text, tokenize_episode, train, training_step,
 )
 
 
@@ -115,11 +115,28 @@ def test_padded_batch_loss_matches_single(tmp_path):
     episodes, problems = load_episodes([tmp_path / "data"], model)
     assert not problems and sorted(len(e.action_ids) for e in episodes) == [1, 2, 3]
 
-    batched, batched_count = episode_losses(model, episodes, [e.pixels.float() for e in episodes])
+    batched, batched_counts = episode_losses(model, episodes, [e.pixels.float() for e in episodes])
     alone = [episode_losses(model, [e], [e.pixels.float()]) for e in episodes]
 
     torch.testing.assert_close(batched, torch.cat([loss for loss, _ in alone]), rtol=1e-5, atol=1e-5)
-    assert batched_count == sum(count for _, count in alone)
+    assert torch.equal(batched_counts, torch.cat([counts for _, counts in alone]))
+
+
+@pytest.mark.parametrize("average", ["episodes", "tokens"])
+def test_loss_average_weighs_episodes_or_targets(tmp_path, average):
+    write_uneven_demonstrations(tmp_path / "data")
+    model = build_model("tiny", seed=3)
+    episodes, _ = load_episodes([tmp_path / "data"], model)
+    means, counts = episode_losses(model, episodes, [e.pixels.float() for e in episodes])
+    expected = {"episodes": means.mean(), "tokens": (means * counts).sum() / counts.sum()}
+    # The episodes differ in length, so the two averages differ and the check can distinguish them.
+    assert not torch.isclose(expected["episodes"], expected["tokens"])
+
+    config = TrainConfig(preset="tiny", loss_average=average, shift_pixels=0, color_jitter=0.0, text_substitution=0.0)
+    loss, targets = training_step(model, new_optimizer(model, config), episodes, config, torch.Generator().manual_seed(0))
+
+    assert loss == pytest.approx(expected[average].item(), rel=1e-5)
+    assert targets == int(counts.sum())
 
 
 def test_training_skips_failed_trajectories(tmp_path):
@@ -163,6 +180,7 @@ def test_training_rounds_coordinates(tmp_path):
     ("coordinate_decimals", 4, "invalid coordinate_decimals 4"),
     ("episodes_per_step", 0, "invalid episodes_per_step 0"),
     ("attention_window", 0, "invalid attention_window 0"),
+    ("loss_average", "mean", "invalid loss_average 'mean'"),
 ])
 def test_bad_training_settings_are_named(tmp_path, field, value, message):
     write_demonstrations(tmp_path / "data")

@@ -171,7 +171,7 @@ def load_episodes(
         if status in UNSUCCESSFUL_STATUSES and not include_unsuccessful:
             problems.append(
                 f"{folder}: task.json status {status!r}, not a successful demonstration; skipped"
-                " (--include-unsuccessful trains on it)"
+                " (holdfast train --include-unsuccessful trains on it)"
             )
             continue
         steps = [step for step in trajectory.steps if step.action is not None]
@@ -258,7 +258,7 @@ def augment(pixels: Tensor, config: TrainConfig, generator: torch.Generator) -> 
 
 
 def episode_losses(model: HoldfastModel, episodes: list[Episode], pixels: list[Tensor],
-                   shifts: list[tuple[int, int]] | None = None) -> tuple[Tensor, int]:
+                   shifts: list[tuple[int, int]] | None = None) -> tuple[Tensor, Tensor]:
     """Return each episode's mean loss over its action targets (B,) and its number of targets (B,).
 
     The targets are the action tokens. For a model with a pointer head, each coordinate pair is

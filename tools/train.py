@@ -417,6 +417,18 @@ def _save_trainer_state(out: Path, optimizer: torch.optim.Optimizer, step: int, 
     (out / (TRAINER_INFO_FILE + ".tmp")).replace(out / TRAINER_INFO_FILE)
 
 
+def check_resumed_objective(out: Path, config: TrainConfig) -> None:
+    """Raise ValueError when a resumed run would change the loss average that its steps so far used."""
+    saved = json.loads((out / TRAINER_INFO_FILE).read_text()).get("config", {})
+    # Trainer states written before the option existed trained with the per-episode average.
+    used = saved.get("loss_average", "episodes")
+    if used != config.loss_average:
+        raise ValueError(
+            f"{out} was trained with loss_average {used!r}, and resuming would switch it to {config.loss_average!r};"
+            f" pass --loss-average {used} to continue it, or train into a new --out"
+        )
+
+
 def _load_trainer_state(out: Path, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> tuple[int, random.Random, list[dict]]:
     info = json.loads((out / TRAINER_INFO_FILE).read_text())
     tensors = load_file(str(out / TRAINER_STATE_FILE))
@@ -523,6 +535,8 @@ def train(data: list[str | Path], out: str | Path, config: TrainConfig, resume: 
     out = Path(out)
     torch.manual_seed(config.seed)
     resuming = resumes(out, resume)
+    if resuming:
+        check_resumed_objective(out, config)
     model = load_model(out, device=config.device) if resuming else build_model(config.preset, device=config.device, seed=config.seed)
     fresh: list[str] = []
     if config.init is not None and not resuming:
@@ -574,5 +588,6 @@ def train(data: list[str | Path], out: str | Path, config: TrainConfig, resume: 
         "out": str(out),
         "init": config.init,
         "attention_window": model.config.attention_window,
+        "loss_average": config.loss_average,
         "fresh_tensors": fresh,
     }

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from tools.train import TrainConfig, check_init, find_trajectories, resumes, train
+    from tools.train import TrainConfig, check_init, check_resumed_objective, find_trajectories, resumes, train
 
     config = TrainConfig(
         preset=args.preset, steps=args.steps, lr=args.lr, episodes_per_step=args.episodes_per_step,
@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
         # A missing, unreadable or mismatched --init folder is named before the model is built.
         check_init(Path(args.init), get_preset(args.preset))
+    if resumes(Path(args.out), args.resume):
+        check_resumed_objective(Path(args.out), config)
     console = Console(stderr=True)
     with Progress(
         TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

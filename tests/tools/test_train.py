@@ -68,6 +68,21 @@ def test_resume_matches_uninterrupted_run(tmp_path):
         torch.testing.assert_close(resumed[name], tensor, msg=lambda m, n=name: f"{n}: {m}")
 
 
+def test_resume_rejects_other_loss_average(tmp_path):
+    write_demonstrations(tmp_path / "data")
+    train([tmp_path / "data"], tmp_path / "out", tiny_config(steps=2, loss_average="tokens"))
+    before = load_model(tmp_path / "out").state_dict()
+
+    with pytest.raises(ValueError, match="trained with loss_average 'tokens'.*--loss-average tokens"):
+        train([tmp_path / "data"], tmp_path / "out", tiny_config(steps=4), resume=True)
+
+    after = load_model(tmp_path / "out").state_dict()
+    assert all(torch.equal(after[name], tensor) for name, tensor in before.items())
+    summary = train([tmp_path / "data"], tmp_path / "out", tiny_config(steps=4, loss_average="tokens"), resume=True)
+    assert summary["steps"] == 4
+    assert summary["loss_average"] == "tokens"
+
+
 def test_training_is_deterministic_for_a_seed(tmp_path):
     write_demonstrations(tmp_path / "data")
     first = train([tmp_path / "data"], tmp_path / "a", tiny_config(steps=3))

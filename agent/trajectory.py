@@ -41,6 +41,9 @@ STATUS_MAX_STEPS = "max_steps"
 STATUS_UNPARSEABLE = "unparseable"  # too many unparseable actions in a row
 STATUS_INTERRUPTED = "interrupted"  # Ctrl-C, pyautogui's fail-safe or a q at the confirm prompt
 STATUS_ERROR = "error"
+# The statuses above that mark a failed episode. None and STATUS_RUNNING (a recorder closed
+# without finish, as in hand-made data) leave the outcome unknown, so they are not in it.
+UNSUCCESSFUL_STATUSES = frozenset({STATUS_FAILURE, STATUS_MAX_STEPS, STATUS_UNPARSEABLE, STATUS_INTERRUPTED, STATUS_ERROR})
 
 
 class TrajectoryError(ValueError):

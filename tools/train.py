@@ -28,10 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from agent.actions import COORDINATE_DECIMALS, Action, Type, format_action
-from agent.trajectory import (
-    STATUS_ERROR, STATUS_FAILURE, STATUS_INTERRUPTED, STATUS_MAX_STEPS, STATUS_UNPARSEABLE, TASK_FILE, TrajectoryError,
-    load_trajectory,
-)
+from agent.trajectory import TASK_FILE, UNSUCCESSFUL_STATUSES, TrajectoryError, load_trajectory
 from model.checkpoint import WEIGHTS_FILE, build_model, load_model, load_weights, read_config, save_model
 from model.config import ModelConfig
 from model.hybrid import HoldfastModel
@@ -47,9 +44,6 @@ COORDINATE_FIELDS = ("x", "y", "to_x", "to_y")
 TRAINER_STATE_FILE = "trainer_state.safetensors"
 TRAINER_INFO_FILE = "trainer_state.json"
 LOSS_AVERAGES = ("episodes", "tokens")
-# Statuses of a failed episode (agent.trajectory). A folder without a status, or one still marked
-# running (a recorder closed without finish, as in hand-made data), is kept.
-UNSUCCESSFUL_STATUSES = frozenset({STATUS_FAILURE, STATUS_MAX_STEPS, STATUS_UNPARSEABLE, STATUS_INTERRUPTED, STATUS_ERROR})
 
 
 @dataclass
@@ -88,15 +82,12 @@ class TrainConfig:
     # with the window it learned with. With a window shorter than one step's tokens, the
     # Mamba-2 state is the only path to earlier steps.
     attention_window: int | None = None
-    # Trajectories whose task.json status marks a failed episode are left out, because cloning
-    # them teaches the mistakes. `practice record --keep-failures` and `practice run` write such
-    # folders next to successful ones.
+    # Failed trajectories (practice record --keep-failures, practice run) are left out unless
+    # this is set, because cloning them teaches the mistakes.
     include_unsuccessful: bool = False
-    # How a batch's loss averages its action targets. "episodes": each episode's mean, then the
-    # mean over episodes, so every episode weighs the same. "tokens": the mean over all targets,
-    # so every decision weighs the same. A click is 9 targets. Under "episodes", the one click of
-    # a remember-box episode (5 steps) that needs the first screen is one target in 45, against
-    # one in 9 for a one-step task's click, so the memory decision gets a fifth of the weight.
+    # "episodes" weighs every episode the same and "tokens" every action target. A click is 9
+    # targets, so under "episodes" the one click of a 5-step memory episode that needs the first
+    # screen weighs a fifth of a one-step task's click (docs/training.md).
     loss_average: str = "episodes"
 
 
@@ -159,7 +150,7 @@ def load_episodes(
     paths: list[str | Path], model: HoldfastModel, coordinate_decimals: int | None = None,
     include_unsuccessful: bool = False,
 ) -> tuple[list[Episode], list[str]]:
-    """Load and preprocess every trajectory; unreadable ones, and failed ones unless included, are reported and skipped."""
+    """Load and preprocess every trajectory; unreadable and (unless `include_unsuccessful`) failed ones are reported and skipped."""
     episodes, problems = [], []
     for folder in find_trajectories(paths):
         try:
@@ -418,7 +409,7 @@ def _save_trainer_state(out: Path, optimizer: torch.optim.Optimizer, step: int, 
 
 
 def check_resumed_objective(out: Path, config: TrainConfig) -> None:
-    """Raise ValueError when a resumed run would change the loss average that its steps so far used."""
+    """Raise ValueError when resuming the run in `out` would change the loss average it was trained with."""
     saved = json.loads((out / TRAINER_INFO_FILE).read_text()).get("config", {})
     # Trainer states written before the option existed trained with the per-episode average.
     used = saved.get("loss_average", "episodes")

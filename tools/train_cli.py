@@ -8,6 +8,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser):
+    from agent.trajectory import UNSUCCESSFUL_STATUSES
     from tools.train import LOSS_AVERAGES, TrainConfig
 
     defaults = TrainConfig()
@@ -37,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser):
     )
     parser.add_argument(
         "--include-unsuccessful", action="store_true",
-        help="also train on trajectories whose task.json status is failure, max_steps, unparseable, interrupted or error",
+        help=f"also train on trajectories whose task.json status is one of {', '.join(sorted(UNSUCCESSFUL_STATUSES))}",
     )
     parser.add_argument("--resume", action="store_true", help="continue from the trainer state in --out")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")

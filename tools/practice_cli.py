@@ -232,7 +232,7 @@ def _provenance(args: argparse.Namespace, out: Path, session) -> dict:
         },
         "out": str(out),
         "code_version": code_version(),
-        "machine": machine_info(),
+        "machine": {**machine_info(), "browser": None if session is None else session.browser},
         "date": now_iso(),
     }
 

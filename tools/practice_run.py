@@ -88,6 +88,10 @@ class PracticeSession:
         self.geometry = self.capture.geometry()
         self.executor = Executor(self.geometry, pause=EXECUTOR_PAUSE_SECONDS)
         self.mapping: PageMapping | None = None
+        # A pixel policy learns the screens one renderer draws, and a browser update can change
+        # them, so every trajectory and summary records the browser version.
+        capabilities = self.env.driver.capabilities
+        self.browser = f"{capabilities.get('browserName', 'unknown')} {capabilities.get('browserVersion', 'unknown')}"
 
     def calibrate(self, task: str) -> PageMapping:
         """Measure the page-to-screen mapping on `task`'s page and check it with the real pointer."""
@@ -121,7 +125,11 @@ class PracticeSession:
             policy.name,
             task_name=task,
             seed=seed,
-            metadata={"practice_scale": self.state.scale, "episode_seconds": self.env.episode_seconds},
+            metadata={
+                "practice_scale": self.state.scale,
+                "episode_seconds": self.env.episode_seconds,
+                "browser": self.browser,
+            },
         )
         result = EpisodeResult(task, seed, instruction, traj.STATUS_MAX_STEPS, 0, 0.0, 0.0, folder=str(folder))
         recorder = TrajectoryRecorder(folder, info)

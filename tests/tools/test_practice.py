@@ -107,11 +107,16 @@ def test_expert_solves_click_button_and_enter_text(desktop, tmp_path):
         folder, "run", "click-button", "enter-text", "--episodes", "3", "--seed", "1000000", "--out", str(out)
     )
     assert summary["episodes"] == 6
+    # The renderer that drew the screens is named, as the installed binary reports it.
+    installed = subprocess.run([CHROMIUM_BINARY, "--version"], capture_output=True, text=True, check=True).stdout
+    browser = summary["machine"]["browser"]
+    assert browser.split()[-1] in installed, (browser, installed)
     for task in ("click-button", "enter-text"):
         assert summary["per_task"][task]["success_rate"] == 1.0, summary["per_task"][task]
         for seed in range(1_000_000, 1_000_003):
             info = json.loads((out / task / f"seed-{seed}" / "task.json").read_text())
             assert info["seed"] == seed
+            assert info["metadata"]["browser"] == browser
             assert info["raw_reward"] > 0, info
             assert info["reward"] > 0, info
             steps = (out / task / f"seed-{seed}" / "steps.jsonl").read_text().splitlines()

@@ -313,5 +313,6 @@ def test_shipped_model_remembers_the_box(desktop, tmp_path):
     summary = _practice_summary(
         folder, "run", "remember-box", "--episodes", "30", "--seed", "1000000", "--policy", "model", "--out", str(out)
     )
-    # Blind clicks average 5 of 30, and reach 10 or more 2 times in 100 (binomial, p = 1/6).
-    assert summary["per_task"]["remember-box"]["successes"] >= 10, summary["per_task"]
+    # Half the episodes: blind clicks average 5 of 30 and reach 15 about 3 times in 100,000
+    # (binomial, p = 1/6).
+    assert summary["per_task"]["remember-box"]["successes"] >= 15, summary["per_task"]

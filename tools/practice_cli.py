@@ -107,14 +107,24 @@ def _make_policy_factory(args: argparse.Namespace, session):
 
     from model.policy import load_policy
 
-    model = args.model
-    if args.policy == "transformer":
-        from model.config import preset_names
-
-        model = model or "practice-transformer"
-        if model in preset_names() and not model.endswith("-transformer"):
-            model = f"{model}-transformer"
+    model = _resolved_model(args)
     return lambda: load_policy(model, device=args.device, attention_window=args.attention_window)
+
+
+def _resolved_model(args: argparse.Namespace) -> str | None:
+    """Return the model folder or preset the policy loads, with defaults applied, or None for the expert."""
+    if args.policy == "expert":
+        return None
+    if args.policy == "model":
+        from model.policy import default_model
+
+        return args.model or default_model()
+    from model.config import preset_names
+
+    model = args.model or "practice-transformer"
+    if model in preset_names() and not model.endswith("-transformer"):
+        model = f"{model}-transformer"
+    return model
 
 
 def _window(text: str) -> int | None | str:
@@ -223,7 +233,7 @@ def _provenance(args: argparse.Namespace, out: Path, session) -> dict:
             "episodes": args.episodes,
             "first_seed": args.seed,
             "policy": args.policy,
-            "model": args.model,
+            "model": _resolved_model(args),
             # "config" keeps the model's own window; record has no model, so no window.
             "attention_window": getattr(args, "attention_window", None),
             "max_steps": args.max_steps,

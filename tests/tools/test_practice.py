@@ -270,6 +270,7 @@ def test_shipped_model_solves_click_test(desktop, tmp_path):
         folder, "run", "click-test", "--episodes", "3", "--seed", "1000000", "--policy", "model", "--out", str(out)
     )
     assert summary["episodes"] == 3
+    assert summary["config"]["model"] == str(SHIPPED_MODEL)
     # The checkpoint solves 50 of 50 held-out click-test episodes, these 3 among them.
     assert summary["per_task"]["click-test"]["successes"] == 3, summary["per_task"]
 

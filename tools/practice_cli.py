@@ -107,11 +107,11 @@ def _make_policy_factory(args: argparse.Namespace, session):
 
     from model.policy import load_policy
 
-    model = _resolved_model(args)
+    model = _resolve_model(args)
     return lambda: load_policy(model, device=args.device, attention_window=args.attention_window)
 
 
-def _resolved_model(args: argparse.Namespace) -> str | None:
+def _resolve_model(args: argparse.Namespace) -> str | None:
     """Return the model folder or preset the policy loads, with defaults applied, or None for the expert."""
     if args.policy == "expert":
         return None
@@ -233,7 +233,7 @@ def _provenance(args: argparse.Namespace, out: Path, session) -> dict:
             "episodes": args.episodes,
             "first_seed": args.seed,
             "policy": args.policy,
-            "model": _resolved_model(args),
+            "model": _resolve_model(args),
             # "config" keeps the model's own window; record has no model, so no window.
             "attention_window": getattr(args, "attention_window", None),
             "max_steps": args.max_steps,

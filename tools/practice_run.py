@@ -88,8 +88,8 @@ class PracticeSession:
         self.geometry = self.capture.geometry()
         self.executor = Executor(self.geometry, pause=EXECUTOR_PAUSE_SECONDS)
         self.mapping: PageMapping | None = None
-        # A pixel policy learns the screens one renderer draws, and a browser update can change
-        # them, so every trajectory and summary records the browser version.
+        # A browser update can change the screens a pixel policy was trained on, so every
+        # trajectory and summary records the browser version.
         capabilities = self.env.driver.capabilities
         self.browser = f"{capabilities.get('browserName', 'unknown')} {capabilities.get('browserVersion', 'unknown')}"
 

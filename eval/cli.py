@@ -16,7 +16,6 @@ from rich.table import Table
 logger = logging.getLogger(__name__)
 
 POLICIES = ("model", "transformer", "oracle", "predictions")
-TRANSFORMER_SUFFIX = "-transformer"
 # Keys of results.json that --json prints: the aggregates, without configuration and machine.
 AGGREGATE_KEYS = (
     "trajectories", "steps", "step_score_mean", "step_success_rate", "episode_success_rate",
@@ -140,21 +139,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _model_name(args: argparse.Namespace) -> str | None:
     """Return what load_policy gets: the Transformer baseline of a preset is PRESET-transformer."""
-    if args.policy != "transformer":
-        return args.model
-    if args.model is None:
-        from model.policy import default_model
+    from model.policy import transformer_model
 
-        default = default_model()
-        if Path(default).exists():
-            raise ValueError(
-                f"the default model {default} is a trained hybrid checkpoint with no Transformer twin; "
-                "pass --model with a Transformer checkpoint or a preset name such as 'practice'"
-            )
-        return default + TRANSFORMER_SUFFIX
-    if Path(args.model).exists() or args.model.endswith(TRANSFORMER_SUFFIX):
-        return args.model
-    return args.model + TRANSFORMER_SUFFIX
+    return transformer_model(args.model) if args.policy == "transformer" else args.model
 
 
 def _make_policy(args: argparse.Namespace, model: str | None):

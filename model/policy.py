@@ -25,6 +25,8 @@ MAX_ACTION_TOKENS = 160
 
 # The trained practice agent shipped with the package; absent until one has been trained.
 SHIPPED_MODEL = Path(__file__).resolve().parent / "weights" / "practice"
+# Every hybrid preset has a Transformer twin of matched size under this suffix.
+TRANSFORMER_SUFFIX = "-transformer"
 
 
 def default_model() -> str:
@@ -32,6 +34,26 @@ def default_model() -> str:
     if (SHIPPED_MODEL / "config.json").is_file():
         return str(SHIPPED_MODEL)
     return "practice"
+
+
+def transformer_model(model: str | None) -> str:
+    """Return what `--policy transformer` loads for `--model`: a folder as is, a hybrid preset's twin.
+
+    Without a model it is `practice-transformer`. The shipped checkpoint is a hybrid with no
+    trained twin, so the default is the twin preset with random weights (timing only).
+    """
+    from model.config import preset_names
+
+    model = model or "practice"
+    if Path(model).exists():
+        return model
+    presets = preset_names()
+    if model not in presets:
+        raise ValueError(
+            f"--model {model!r} is neither a folder nor a preset; give a Transformer checkpoint folder "
+            f"or one of the presets {', '.join(presets)}"
+        )
+    return model if model.endswith(TRANSFORMER_SUFFIX) else model + TRANSFORMER_SUFFIX
 
 
 class ModelPolicy:

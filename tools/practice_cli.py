@@ -119,12 +119,9 @@ def _resolve_model(args: argparse.Namespace) -> str | None:
         from model.policy import default_model
 
         return args.model or default_model()
-    from model.config import preset_names
+    from model.policy import transformer_model
 
-    model = args.model or "practice-transformer"
-    if model in preset_names() and not model.endswith("-transformer"):
-        model = f"{model}-transformer"
-    return model
+    return transformer_model(args.model)
 
 
 def _window(text: str) -> int | None | str:
@@ -163,6 +160,12 @@ def _episodes(args: argparse.Namespace, purpose: str) -> int:
         if unknown:
             console.print(f"[red]the expert has no script for {', '.join(unknown)}; it knows {', '.join(EXPERT_TASKS)}[/]")
             return 2
+    try:
+        _resolve_model(args)
+    except ValueError as error:
+        # Before the desktop starts: a wrong --model should not cost a browser start.
+        console.print(f"[red]{error}[/]")
+        return 2
     out = args.out or Path(tempfile.mkdtemp(prefix="holdfast-practice-run-"))
 
     # Use the running desktop, or start one for this command and stop it afterwards.

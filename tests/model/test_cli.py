@@ -48,3 +48,32 @@ def test_model_probe_reports_screenshot_reliance(capsys, tmp_path):
 def test_model_probe_rejects_one_episode(capsys, tmp_path):
     assert main(["model", "probe", str(tmp_path), str(tmp_path), "--episodes", "1"]) == 2
     assert "invalid --episodes 1: use 2 or more" in capsys.readouterr().err
+
+
+def test_transformer_policy_loads_the_twin_of_a_preset_or_a_folder_as_is(tmp_path):
+    import pytest
+
+    from model.policy import transformer_model
+
+    assert transformer_model(None) == "practice-transformer"
+    assert transformer_model("tiny") == "tiny-transformer"
+    assert transformer_model("tiny-transformer") == "tiny-transformer"
+    folder = tmp_path / "twin"
+    folder.mkdir()
+    assert transformer_model(str(folder)) == str(folder)
+    with pytest.raises(ValueError, match="'runs/no-such-twin' is neither a folder nor a preset"):
+        transformer_model("runs/no-such-twin")
+
+
+def test_eval_and_practice_refuse_an_unknown_transformer_alike(capsys, tmp_path):
+    # Both commands share the resolution, so a wrong name fails the same way, and practice
+    # fails before it starts a desktop (no DISPLAY is needed here).
+    assert main(["eval", str(tmp_path), "--policy", "transformer", "--model", "no-such-twin",
+                 "--out", str(tmp_path / "results")]) == 2
+    eval_error = capsys.readouterr().err
+    assert main(["practice", "--runtime-dir", str(tmp_path / "desktop"), "run", "click-test", "--policy",
+                 "transformer", "--model", "no-such-twin", "--out", str(tmp_path / "runs")]) == 2
+    practice_error = capsys.readouterr().out
+    for error in (eval_error, practice_error):
+        assert "'no-such-twin' is neither a folder nor a preset" in error
+    assert not (tmp_path / "desktop" / "desktop.json").exists()

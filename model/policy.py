@@ -37,10 +37,9 @@ def default_model() -> str:
 
 
 def transformer_model(model: str | None) -> str:
-    """Return what `--policy transformer` loads for `--model`: a folder as is, a hybrid preset's twin.
+    """Resolve `--model` for `--policy transformer`: a folder as is, a hybrid preset to its twin.
 
-    Without a model it is `practice-transformer`. The shipped checkpoint is a hybrid with no
-    trained twin, so the default is the twin preset with random weights (timing only).
+    The default is `practice-transformer` with random weights, because no trained twin ships.
     """
     from model.config import preset_names
 

@@ -163,7 +163,7 @@ def _episodes(args: argparse.Namespace, purpose: str) -> int:
     try:
         _resolve_model(args)
     except ValueError as error:
-        # Before the desktop starts: a wrong --model should not cost a browser start.
+        # Checked before the desktop starts, so a wrong --model costs no Xvfb or Chromium start.
         console.print(f"[red]{error}[/]")
         return 2
     out = args.out or Path(tempfile.mkdtemp(prefix="holdfast-practice-run-"))

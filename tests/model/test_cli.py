@@ -50,7 +50,7 @@ def test_model_probe_rejects_one_episode(capsys, tmp_path):
     assert "invalid --episodes 1: use 2 or more" in capsys.readouterr().err
 
 
-def test_transformer_policy_loads_the_twin_of_a_preset_or_a_folder_as_is(tmp_path):
+def test_transformer_model_resolution(tmp_path):
     import pytest
 
     from model.policy import transformer_model
@@ -65,9 +65,8 @@ def test_transformer_policy_loads_the_twin_of_a_preset_or_a_folder_as_is(tmp_pat
         transformer_model("runs/no-such-twin")
 
 
-def test_eval_and_practice_refuse_an_unknown_transformer_alike(capsys, tmp_path):
-    # Both commands share the resolution, so a wrong name fails the same way, and practice
-    # fails before it starts a desktop (no DISPLAY is needed here).
+def test_unknown_transformer_rejected_by_both_clis(capsys, tmp_path):
+    # Practice rejects the name before it starts a desktop, so no DISPLAY is needed here.
     assert main(["eval", str(tmp_path), "--policy", "transformer", "--model", "no-such-twin",
                  "--out", str(tmp_path / "results")]) == 2
     eval_error = capsys.readouterr().err

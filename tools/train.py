@@ -89,6 +89,9 @@ class TrainConfig:
     # targets, so under "episodes" the one click of a 5-step memory episode that needs the first
     # screen weighs a fifth of a one-step task's click (docs/training.md).
     loss_average: str = "episodes"
+    # A step's episodes run as padded passes of similar length, split wherever that saves more
+    # padded tokens than this per extra pass (None: one pass). The split leaves the loss as is.
+    pass_overhead_tokens: int | None = 256
 
 
 @dataclass
@@ -484,6 +487,8 @@ def check_settings(config: TrainConfig) -> None:
         raise ValueError(f"invalid attention_window {config.attention_window}: use a positive number of tokens")
     if config.loss_average not in LOSS_AVERAGES:
         raise ValueError(f"invalid loss_average {config.loss_average!r}: use one of {', '.join(LOSS_AVERAGES)}")
+    if config.pass_overhead_tokens is not None and config.pass_overhead_tokens < 0:
+        raise ValueError(f"invalid pass_overhead_tokens {config.pass_overhead_tokens}: use 0 or more, or None for one pass")
 
 
 def new_optimizer(model: HoldfastModel, config: TrainConfig) -> torch.optim.Optimizer:
@@ -493,6 +498,34 @@ def new_optimizer(model: HoldfastModel, config: TrainConfig) -> torch.optim.Opti
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
     )
+
+
+def sequence_length(episode: Episode, image_tokens: int) -> int:
+    """Tokens of the episode's training sequence (the layout in the module docstring)."""
+    # Per step: <step> <image>, the image tokens, </image> <action>, then the action's bytes.
+    return len(episode.instruction_ids) + sum(4 + image_tokens + len(ids) for ids in episode.action_ids)
+
+
+def length_groups(lengths: list[int], pass_overhead: int) -> list[list[int]]:
+    """Split indices into groups that minimise padded tokens plus `pass_overhead` per group.
+
+    A group is a right-padded pass, which costs its size times its longest length. Only groups
+    of neighbours in length order can be optimal, so a dynamic programme over the sorted
+    lengths finds the best split exactly (O(n^2) for n episodes).
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    best = [0.0] + [math.inf] * len(order)  # best[j]: cheapest split of the j shortest
+    cut = [0] * (len(order) + 1)  # cut[j]: where the last group of that split starts
+    for end in range(1, len(order) + 1):
+        for start in range(end):
+            cost = best[start] + (end - start) * lengths[order[end - 1]] + pass_overhead
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    groups, end = [], len(order)
+    while end:
+        groups.append(order[cut[end]:end])
+        end = cut[end]
+    return groups[::-1]
 
 
 def training_step(model: HoldfastModel, optimizer: torch.optim.Optimizer, batch: list[Episode], config: TrainConfig,
@@ -509,7 +542,18 @@ def training_step(model: HoldfastModel, optimizer: torch.optim.Optimizer, batch:
     ]
     with torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=config.bf16):
         pixels, shifts = zip(*(augment(episode.pixels, config, generator) for episode in batch))
-        losses, counts = episode_losses(model, batch, list(pixels), list(shifts))
+        if config.pass_overhead_tokens is None:
+            groups = [list(range(len(batch)))]
+        else:
+            image_tokens = model.config.vision.image_tokens if model.config.vision is not None else 0
+            lengths = [sequence_length(episode, image_tokens) for episode in batch]
+            groups = length_groups(lengths, config.pass_overhead_tokens)
+        results = [
+            episode_losses(model, [batch[i] for i in group], [pixels[i] for i in group], [shifts[i] for i in group])
+            for group in groups
+        ]
+        # Both averages below are sums over episodes, so the passes' order does not matter.
+        losses, counts = (torch.cat(parts) for parts in zip(*results))
         if config.loss_average == "tokens":
             loss = (losses * counts).sum() / counts.sum().clamp(min=1)
         else:

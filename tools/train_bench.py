@@ -1,14 +1,16 @@
-"""Time training steps of several presets and precisions side by side on the same batch.
+"""Time training steps of several presets, precisions and batchings side by side on the same batches.
 
-Each configuration gets its own model (random weights, one seed) and optimiser. The timed runs
-go round-robin over the configurations, so a slow moment of a shared machine falls on all of
-them alike, and the figures are medians over the repeats. A step is `training_step`, the
+Each configuration gets its own model (random weights, one seed) and optimiser. Every round
+draws a new batch, as training does, and times one step of each configuration on it. The
+rounds go round-robin over the configurations, so a slow moment of a shared machine falls on
+all of them alike, and the figures are medians over the repeats. A step is `training_step`, the
 function `holdfast train` runs: augmentation, forward and backward pass, clipping, AdamW.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import random
 import statistics
 import time
@@ -22,20 +24,26 @@ from model.config import preset_names
 from tools.train import TrainConfig, check_settings, load_episodes, new_optimizer, training_step
 
 PRECISIONS = ("float32", "bfloat16")
+# "grouped" splits a batch into passes of similar length, as `holdfast train` does; "one-pass"
+# pads every episode to the batch's longest, as training did before.
+BATCHINGS = ("grouped", "one-pass")
 
 
 def bench_training(data: list[str | Path], presets: list[str], precisions: list[str], config: TrainConfig,
-                   warmup: int = 1, repeats: int = 3, plan_steps: int | None = None, progress=None) -> dict:
+                   warmup: int = 1, repeats: int = 3, plan_steps: int | None = None, progress=None,
+                   batchings: tuple[str, ...] = ("grouped",)) -> dict:
     """Return per configuration the median seconds per optimiser step and the derived rates.
 
-    `config` supplies the batch size, seed, device and augmentation; its preset and `bf16` are
-    replaced by each configuration's. With `plan_steps`, each row also gives the hours that many
-    steps would take at the median rate.
+    `config` supplies the batch size, seed, device, augmentation and the grouped batching's
+    pass cost; its preset, `bf16` and batching are replaced by each configuration's. With
+    `plan_steps`, each row also gives the hours that many steps would take at the median rate.
     """
     if not presets or any(name not in preset_names() for name in presets):
         raise ValueError(f"invalid presets {','.join(presets)!r}: use names from {', '.join(preset_names())}")
     if not precisions or any(name not in PRECISIONS for name in precisions):
         raise ValueError(f"invalid precisions {','.join(precisions)!r}: use {' and/or '.join(PRECISIONS)}")
+    if not batchings or any(name not in BATCHINGS for name in batchings):
+        raise ValueError(f"invalid batchings {','.join(batchings)!r}: use {' and/or '.join(BATCHINGS)}")
     if warmup < 0:
         raise ValueError(f"invalid warmup {warmup}: use 0 or more")
     if repeats < 1:
@@ -51,18 +59,25 @@ def bench_training(data: list[str | Path], presets: list[str], precisions: list[
         episodes, problems = load_episodes(data, model, config.coordinate_decimals, config.include_unsuccessful)
         if not episodes:
             raise ValueError(f"no usable episodes in {', '.join(map(str, data))}: {'; '.join(problems) or 'none found'}")
-        # One batch for every configuration, drawn as the training loop draws its batches.
+        # One batch per round for every configuration, drawn as the training loop draws its
+        # batches. Grouping's gain depends on the mix of lengths, so one batch would not show it.
         order_rng = random.Random(config.seed)
-        batch = [episodes[order_rng.randrange(len(episodes))] for _ in range(config.episodes_per_step)]
+        batches = [
+            [episodes[order_rng.randrange(len(episodes))] for _ in range(config.episodes_per_step)]
+            for _ in range(warmup + repeats)
+        ]
         model.train()
-        for precision in precisions:
-            run_config = replace(config, preset=preset, bf16=precision == "bfloat16")
-            # A copy per precision: each times its own optimiser steps from the same weights.
+        for precision, batching in itertools.product(precisions, batchings):
+            run_config = replace(
+                config, preset=preset, bf16=precision == "bfloat16",
+                pass_overhead_tokens=config.pass_overhead_tokens if batching == "grouped" else None,
+            )
+            # A copy per configuration: each times its own optimiser steps from the same weights.
             row_model = copy.deepcopy(model)
             rows.append({
-                "preset": preset, "precision": precision, "model": row_model, "config": run_config,
-                "optimizer": new_optimizer(row_model, run_config), "batch": batch, "seconds": [],
-                "generator": torch.Generator().manual_seed(config.seed), "tokens": 0,
+                "preset": preset, "precision": precision, "batching": batching, "model": row_model,
+                "config": run_config, "optimizer": new_optimizer(row_model, run_config), "batches": batches,
+                "seconds": [], "generator": torch.Generator().manual_seed(config.seed), "tokens": [],
                 "parameters": sum(p.numel() for p in row_model.parameters()),
             })
         del model
@@ -70,27 +85,32 @@ def bench_training(data: list[str | Path], presets: list[str], precisions: list[
         for row in rows:
             _synchronize(config.device)
             started = time.perf_counter()
-            _, row["tokens"] = training_step(row["model"], row["optimizer"], row["batch"], row["config"], row["generator"])
+            _, tokens = training_step(
+                row["model"], row["optimizer"], row["batches"][round_index], row["config"], row["generator"]
+            )
             _synchronize(config.device)
             elapsed = time.perf_counter() - started
             if round_index >= warmup:
                 row["seconds"].append(elapsed)
+                row["tokens"].append(tokens)
             if progress is not None:
-                progress(row["preset"], row["precision"], round_index - warmup, elapsed)
+                progress(row["preset"], row["precision"], row["batching"], round_index - warmup, elapsed)
     base = statistics.median(rows[0]["seconds"])
     results = []
     for row in rows:
         median = statistics.median(row["seconds"])
+        tokens = statistics.mean(row["tokens"])  # the same batches, so the same for every row
         result = {
             "preset": row["preset"],
             "precision": row["precision"],
+            "batching": row["batching"],
             "parameters": row["parameters"],
             "episodes_per_step": config.episodes_per_step,
-            "action_tokens_per_step": row["tokens"],
+            "action_tokens_per_step": round(tokens, 1),
             "median_step_seconds": round(median, 4),
             "step_seconds": [round(value, 4) for value in row["seconds"]],
             "episodes_per_second": round(config.episodes_per_step / median, 3),
-            "action_tokens_per_second": round(row["tokens"] / median, 1),
+            "action_tokens_per_second": round(sum(row["tokens"]) / sum(row["seconds"]), 1),
             "speed_vs_first": round(base / median, 3),
         }
         if plan_steps is not None:
@@ -99,7 +119,8 @@ def bench_training(data: list[str | Path], presets: list[str], precisions: list[
     return {
         "rows": results,
         "settings": {
-            "presets": presets, "precisions": precisions, "episodes_per_step": config.episodes_per_step,
+            "presets": presets, "precisions": precisions, "batchings": list(batchings),
+            "pass_overhead_tokens": config.pass_overhead_tokens, "episodes_per_step": config.episodes_per_step,
             "warmup": warmup, "repeats": repeats, "seed": config.seed, "device": config.device,
             "plan_steps": plan_steps, "threads": torch.get_num_threads(),
         },

@@ -1,4 +1,4 @@
-"""`holdfast train-bench`: time training steps of presets and precisions side by side."""
+"""`holdfast train-bench`: time training steps of presets, precisions and batchings side by side."""
 
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser):
                         help="comma-separated presets to time (default: practice,practice-transformer)")
     parser.add_argument("--precisions", default="float32,bfloat16",
                         help="comma-separated: float32, bfloat16 (autocast, as --bf16 trains) (default: both)")
+    parser.add_argument("--batchings", default="grouped",
+                        help="comma-separated: grouped (passes of similar length, as training runs), "
+                             "one-pass (every episode padded to the longest) (default: grouped)")
+    parser.add_argument("--pass-overhead-tokens", type=int, metavar="N", default=defaults.pass_overhead_tokens,
+                        help=f"the grouped batching's cost of one more pass, as in holdfast train "
+                             f"(default {defaults.pass_overhead_tokens})")
     parser.add_argument("--episodes-per-step", type=int, default=8, help="episodes in the timed batch (default: 8)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per configuration before the timed ones (default: 1)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per configuration; the median is reported (default: 3)")
@@ -41,22 +47,24 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     presets = [name.strip() for name in args.presets.split(",") if name.strip()]
     precisions = [name.strip() for name in args.precisions.split(",") if name.strip()]
+    batchings = tuple(name.strip() for name in args.batchings.split(",") if name.strip())
     # A missing or empty data folder is reported before any model is built.
     find_trajectories(args.data)
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"invalid --threads {args.threads}: use 1 or more")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    config = TrainConfig(episodes_per_step=args.episodes_per_step, seed=args.seed, device=args.device)
+    config = TrainConfig(episodes_per_step=args.episodes_per_step, seed=args.seed, device=args.device,
+                         pass_overhead_tokens=args.pass_overhead_tokens)
 
-    def progress(preset: str, precision: str, repeat: int, seconds: float) -> None:
+    def progress(preset: str, precision: str, batching: str, repeat: int, seconds: float) -> None:
         label = "warm-up" if repeat < 0 else f"repeat {repeat + 1}/{args.repeats}"
         if not args.json:
-            console.print(f"{preset} {precision} {label}: {seconds:.2f} s")
+            console.print(f"{preset} {precision} {batching} {label}: {seconds:.2f} s")
 
     results = bench_training(
         args.data, presets, precisions, config, warmup=args.warmup, repeats=args.repeats,
-        plan_steps=args.plan_steps, progress=progress,
+        plan_steps=args.plan_steps, progress=progress, batchings=batchings,
     )
     results.update(data=[str(path) for path in args.data], code_version=code_version(), machine=machine_info(), date=now_iso())
     if args.out is not None:
@@ -68,12 +76,13 @@ def run(args: argparse.Namespace) -> int:
     table = Table(title=f"training step, {args.episodes_per_step} episodes, median of {args.repeats}")
     table.add_column("preset", no_wrap=True)
     table.add_column("precision", no_wrap=True)
+    table.add_column("batching", no_wrap=True)
     for column in ("s/step", "ep/s", "action tok/s", "speed"):
         table.add_column(column, justify="right")
     if args.plan_steps:
         table.add_column(f"h/{args.plan_steps} steps", justify="right")
     for row in results["rows"]:
-        cells = [row["preset"], row["precision"], f"{row['median_step_seconds']:.2f}", f"{row['episodes_per_second']:.2f}",
+        cells = [row["preset"], row["precision"], row["batching"], f"{row['median_step_seconds']:.2f}", f"{row['episodes_per_second']:.2f}",
                  f"{row['action_tokens_per_second']:.0f}", f"{row['speed_vs_first']:.2f}x"]
         if args.plan_steps:
             cells.append(f"{row['planned_hours']:.3g}")

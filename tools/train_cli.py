@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser):
         "--include-unsuccessful", action="store_true",
         help=f"also train on trajectories whose task.json status is one of {', '.join(sorted(UNSUCCESSFUL_STATUSES))}",
     )
+    parser.add_argument(
+        "--pass-overhead-tokens", type=int, metavar="N", default=defaults.pass_overhead_tokens,
+        help=f"split each step's episodes into padded passes of similar length wherever that saves more than N "
+             f"padded tokens per extra pass (default {defaults.pass_overhead_tokens}; the loss is the same either way)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the trainer state in --out")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return run
@@ -56,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, save_every=args.save_every, device=args.device, bf16=args.bf16,
         coordinate_decimals=args.coordinate_decimals, init=args.init, attention_window=args.attention_window,
         include_unsuccessful=args.include_unsuccessful, loss_average=args.loss_average,
+        pass_overhead_tokens=args.pass_overhead_tokens,
     )
     if args.no_augment:
         config.shift_pixels, config.color_jitter, config.text_substitution = 0, 0.0, 0.0

@@ -15,8 +15,8 @@ from model.checkpoint import build_model, load_model, save_model
 from model.policy import ModelPolicy
 from model.tokenizer import ByteTokenizer
 from tools.train import (
-    TrainConfig, episode_losses, load_episodes, new_optimizer, round_coordinates, screenshot_reliance,
-    substitute_quoted_text, tokenize_episode, train, training_step,
+    TrainConfig, episode_losses, length_groups, load_episodes, new_optimizer, round_coordinates, screenshot_reliance,
+    sequence_length, substitute_quoted_text, tokenize_episode, train, training_step,
 )
 
 
@@ -154,6 +154,55 @@ def test_loss_average_weighs_episodes_or_targets(tmp_path, average):
     assert targets == int(counts.sum())
 
 
+def set_partitions(items):
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for partition in set_partitions(rest):
+        yield [[first]] + partition
+        for index in range(len(partition)):
+            yield partition[:index] + [[first] + partition[index]] + partition[index + 1:]
+
+
+def padded_cost(groups, lengths, pass_overhead):
+    return sum(len(group) * max(lengths[i] for i in group) + pass_overhead for group in groups)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_length_groups_cheapest_split(seed):
+    rng = random.Random(seed)
+    lengths = [rng.choice([120, 130, 250, 500, 600]) + rng.randrange(10) for _ in range(7)]
+    for pass_overhead in (0, 64, 256, 10_000):
+        groups = length_groups(lengths, pass_overhead)
+        assert sorted(i for group in groups for i in group) == list(range(len(lengths)))
+        cheapest = min(padded_cost(p, lengths, pass_overhead) for p in set_partitions(list(range(len(lengths)))))
+        assert padded_cost(groups, lengths, pass_overhead) == cheapest
+    assert len(length_groups(lengths, 10_000)) == 1
+    assert len(length_groups(lengths, 0)) == len(set(lengths))
+
+
+@pytest.mark.parametrize("average", ["episodes", "tokens"])
+def test_grouped_step_matches_one_pass(tmp_path, average):
+    write_uneven_demonstrations(tmp_path / "data")
+    model = build_model("tiny", seed=3)
+    episodes, _ = load_episodes([tmp_path / "data"], model)
+    image_tokens = model.config.vision.image_tokens
+    assert len({sequence_length(e, image_tokens) for e in episodes}) == 3
+    results = {}
+    for name, pass_overhead in (("one pass", None), ("grouped", 0)):
+        config = TrainConfig(preset="tiny", loss_average=average, pass_overhead_tokens=pass_overhead)
+        trained = build_model("tiny", seed=3)
+        loss, targets = training_step(trained, new_optimizer(trained, config), episodes, config, torch.Generator().manual_seed(5))
+        gradient = torch.cat([p.grad.flatten() for p in trained.parameters() if p.grad is not None])
+        results[name] = loss, targets, gradient
+    # Same augmentation draws, same loss, same gradient: only the padding differs.
+    (loss, targets, gradient), (one_pass_loss, one_pass_targets, one_pass_gradient) = results["grouped"], results["one pass"]
+    assert loss == pytest.approx(one_pass_loss, rel=1e-5)
+    assert targets == one_pass_targets
+    torch.testing.assert_close(gradient, one_pass_gradient, rtol=1e-4, atol=1e-6 * float(one_pass_gradient.abs().max()))
+
+
 def test_training_skips_failed_trajectories(tmp_path):
     write_uneven_demonstrations(tmp_path / "data")
     task = new_task_info("click the red one", (200, 200), "scripted")
@@ -197,6 +246,7 @@ def test_training_rounds_coordinates(tmp_path):
     ("episodes_per_step", 0, "invalid episodes_per_step 0"),
     ("attention_window", 0, "invalid attention_window 0"),
     ("loss_average", "mean", "invalid loss_average 'mean'"),
+    ("pass_overhead_tokens", -1, "invalid pass_overhead_tokens -1"),
 ])
 def test_bad_training_settings_are_named(tmp_path, field, value, message):
     write_demonstrations(tmp_path / "data")
@@ -428,6 +478,7 @@ def test_train_bench_times_each_preset_and_precision(tmp_path):
         [tmp_path / "data"], ["tiny", "tiny-transformer"], ["float32", "bfloat16"],
         TrainConfig(episodes_per_step=2, seed=0), warmup=0, repeats=2, plan_steps=100,
     )
+    assert {row["batching"] for row in results["rows"]} == {"grouped"}
     rows = results["rows"]
     assert [(row["preset"], row["precision"]) for row in rows] == [
         ("tiny", "float32"), ("tiny", "bfloat16"), ("tiny-transformer", "float32"), ("tiny-transformer", "bfloat16"),
@@ -451,16 +502,25 @@ def test_train_bench_command_writes_json(tmp_path):
     write_demonstrations(tmp_path / "data", count=1)
     command = [sys.executable, "-m", "agent.cli", "train-bench", str(tmp_path / "data"), "--presets", "tiny",
                "--episodes-per-step", "1", "--warmup", "0", "--repeats", "1"]
-    completed = subprocess.run(command + ["--out", str(tmp_path / "bench.json")], capture_output=True, text=True, timeout=120)
+    completed = subprocess.run(command + ["--batchings", "grouped,one-pass", "--out", str(tmp_path / "bench.json")],
+                               capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr[-2000:]
     written = json.loads((tmp_path / "bench.json").read_text())
-    assert [row["precision"] for row in written["rows"]] == ["float32", "bfloat16"]
+    assert [(row["precision"], row["batching"]) for row in written["rows"]] == [
+        ("float32", "grouped"), ("float32", "one-pass"), ("bfloat16", "grouped"), ("bfloat16", "one-pass"),
+    ]
     assert written["machine"]["torch"] == torch.__version__
     assert "s/step" in completed.stdout
 
     completed = subprocess.run(command + ["--precisions", "fp16"], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2
     assert "invalid precisions 'fp16'" in completed.stderr
+    completed = subprocess.run(command + ["--batchings", "packed"], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2
+    assert "invalid batchings 'packed': use grouped and/or one-pass" in completed.stderr
+    completed = subprocess.run(command + ["--pass-overhead-tokens", "-1"], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2
+    assert "invalid pass_overhead_tokens -1: use 0 or more" in completed.stderr
     missing = tmp_path / "no-such-demos"
     completed = subprocess.run(command[:4] + [str(missing)], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2

@@ -488,7 +488,9 @@ def check_settings(config: TrainConfig) -> None:
     if config.loss_average not in LOSS_AVERAGES:
         raise ValueError(f"invalid loss_average {config.loss_average!r}: use one of {', '.join(LOSS_AVERAGES)}")
     if config.pass_overhead_tokens is not None and config.pass_overhead_tokens < 0:
-        raise ValueError(f"invalid pass_overhead_tokens {config.pass_overhead_tokens}: use 0 or more, or None for one pass")
+        raise ValueError(
+            f"invalid pass_overhead_tokens {config.pass_overhead_tokens}: use 0 or more (a very large value runs one pass)"
+        )
 
 
 def new_optimizer(model: HoldfastModel, config: TrainConfig) -> torch.optim.Optimizer:

@@ -503,18 +503,21 @@ def new_optimizer(model: HoldfastModel, config: TrainConfig) -> torch.optim.Opti
 
 
 def sequence_length(episode: Episode, image_tokens: int) -> int:
-    """Tokens of the episode's training sequence (the layout in the module docstring)."""
+    """Return the number of tokens in the episode's training sequence (the module docstring's layout)."""
     # Per step: <step> <image>, the image tokens, </image> <action>, then the action's bytes.
     return len(episode.instruction_ids) + sum(4 + image_tokens + len(ids) for ids in episode.action_ids)
 
 
-def length_groups(lengths: list[int], pass_overhead: int) -> list[list[int]]:
+def length_groups(lengths: list[int], pass_overhead: int | None) -> list[list[int]]:
     """Split indices into groups that minimise padded tokens plus `pass_overhead` per group.
 
     A group is a right-padded pass, which costs its size times its longest length. Only groups
     of neighbours in length order can be optimal, so a dynamic programme over the sorted
-    lengths finds the best split exactly (O(n^2) for n episodes).
+    lengths finds the best split exactly (O(n^2) for n episodes). With `pass_overhead` None,
+    all indices form one group in their given order.
     """
+    if pass_overhead is None:
+        return [list(range(len(lengths)))]
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     best = [0.0] + [math.inf] * len(order)  # best[j]: cheapest split of the j shortest
     cut = [0] * (len(order) + 1)  # cut[j]: where the last group of that split starts
@@ -544,15 +547,11 @@ def training_step(model: HoldfastModel, optimizer: torch.optim.Optimizer, batch:
     ]
     with torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=config.bf16):
         pixels, shifts = zip(*(augment(episode.pixels, config, generator) for episode in batch))
-        if config.pass_overhead_tokens is None:
-            groups = [list(range(len(batch)))]
-        else:
-            image_tokens = model.config.vision.image_tokens if model.config.vision is not None else 0
-            lengths = [sequence_length(episode, image_tokens) for episode in batch]
-            groups = length_groups(lengths, config.pass_overhead_tokens)
+        image_tokens = model.config.vision.image_tokens if model.config.vision is not None else 0
+        lengths = [sequence_length(episode, image_tokens) for episode in batch]
         results = [
             episode_losses(model, [batch[i] for i in group], [pixels[i] for i in group], [shifts[i] for i in group])
-            for group in groups
+            for group in length_groups(lengths, config.pass_overhead_tokens)
         ]
         # Both averages below are sums over episodes, so the passes' order does not matter.
         losses, counts = (torch.cat(parts) for parts in zip(*results))

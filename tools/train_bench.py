@@ -24,8 +24,8 @@ from model.config import preset_names
 from tools.train import TrainConfig, check_settings, load_episodes, new_optimizer, training_step
 
 PRECISIONS = ("float32", "bfloat16")
-# "grouped" splits a batch into passes of similar length, as `holdfast train` does; "one-pass"
-# pads every episode to the batch's longest, as training did before.
+# "grouped" splits a batch into passes of similar length, as `holdfast train` does, and
+# "one-pass" pads every episode to the batch's longest.
 BATCHINGS = ("grouped", "one-pass")
 
 
@@ -99,7 +99,8 @@ def bench_training(data: list[str | Path], presets: list[str], precisions: list[
     results = []
     for row in rows:
         median = statistics.median(row["seconds"])
-        tokens = statistics.mean(row["tokens"])  # the same batches, so the same for every row
+        # Every row times the same batches, so every row has the same token counts.
+        tokens = statistics.mean(row["tokens"])
         result = {
             "preset": row["preset"],
             "precision": row["precision"],

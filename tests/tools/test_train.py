@@ -176,10 +176,12 @@ def test_length_groups_cheapest_split(seed):
     for pass_overhead in (0, 64, 256, 10_000):
         groups = length_groups(lengths, pass_overhead)
         assert sorted(i for group in groups for i in group) == list(range(len(lengths)))
-        cheapest = min(padded_cost(p, lengths, pass_overhead) for p in set_partitions(list(range(len(lengths)))))
+        partitions = set_partitions(list(range(len(lengths))))
+        cheapest = min(padded_cost(partition, lengths, pass_overhead) for partition in partitions)
         assert padded_cost(groups, lengths, pass_overhead) == cheapest
     assert len(length_groups(lengths, 10_000)) == 1
     assert len(length_groups(lengths, 0)) == len(set(lengths))
+    assert length_groups(lengths, None) == [list(range(len(lengths)))]
 
 
 @pytest.mark.parametrize("average", ["episodes", "tokens"])
@@ -197,10 +199,12 @@ def test_grouped_step_matches_one_pass(tmp_path, average):
         gradient = torch.cat([p.grad.flatten() for p in trained.parameters() if p.grad is not None])
         results[name] = loss, targets, gradient
     # Same augmentation draws, same loss, same gradient: only the padding differs.
-    (loss, targets, gradient), (one_pass_loss, one_pass_targets, one_pass_gradient) = results["grouped"], results["one pass"]
+    loss, targets, gradient = results["grouped"]
+    one_pass_loss, one_pass_targets, one_pass_gradient = results["one pass"]
     assert loss == pytest.approx(one_pass_loss, rel=1e-5)
     assert targets == one_pass_targets
-    torch.testing.assert_close(gradient, one_pass_gradient, rtol=1e-4, atol=1e-6 * float(one_pass_gradient.abs().max()))
+    tolerance = 1e-6 * float(one_pass_gradient.abs().max())
+    torch.testing.assert_close(gradient, one_pass_gradient, rtol=1e-4, atol=tolerance)
 
 
 def test_training_skips_failed_trajectories(tmp_path):
